@@ -1,0 +1,154 @@
+"""Check this port against numbers recorded from the PyTorch reference.
+
+    python -m nanoaf2_jax.parity FIXTURE.npz [--x64]
+
+The fixture format is defined in the golden README: weights, inputs, every recorded module's
+inputs and outputs, losses, gradients, optimiser steps and a full sampling run, each float key
+with a float64 twin under `f64/`. Every float output key is recomputed here from the recorded
+inputs and compared with the pass rule:
+
+    float32:  max|P - f64/X| <= max(20 · max|X - f64/X|, 1e-5 · max(1, max|f64/X|))
+    --x64:    max|P - f64/X| <= 1e-9 · max(1, max|f64/X|)   (1e-6 for train/param/*)
+
+Exit status 0 only when every output key was checked and passed.
+"""
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+# Keys that are inputs (used, not checked), by exact name or by prefix; see the golden README.
+INPUT_PREFIXES = ("param/", "batch/", "noise/", "train/noise/", "sample/noise/", "f64/")
+INPUT_KEYS = {
+    "config", "train/schedule_steps", "train/warmup_steps", "train/learning_rate", "train/weight_decay",
+    "train/grad_clip", "sample/sequence", "sample/num_steps", "geom/axis_angle", "geom/apply_points",
+    "geom/fape_pred_rots", "geom/fape_pred_trans", "geom/igso3_sigma", "geom/igso3_omega_normal",
+    "geom/igso3_axis_normal", "geom/r3_alpha_bar_t",
+}
+
+
+def is_output_key(key: str) -> bool:
+    if key in INPUT_KEYS or key.startswith(INPUT_PREFIXES):
+        return False
+    return not (key.startswith("act/") and key.rsplit("/", 1)[-1].startswith("in"))
+
+
+def group_of(key: str) -> str:
+    parts = key.split("/")
+    if parts[0] == "train":
+        return "train/param" if parts[1] == "param" else "train/losses"
+    if parts[0] == "act":
+        return f"act/{parts[1].split('.')[0]}"
+    return parts[0]
+
+
+@dataclass
+class Check:
+    key: str
+    error: float
+    allowance: float
+
+    @property
+    def ok(self) -> bool:
+        return bool(np.isfinite(self.error) and self.error <= self.allowance)
+
+
+class Fixture:
+    """Read access to a golden .npz with the float64-run convention applied."""
+
+    def __init__(self, path: str, x64: bool):
+        self.path = path
+        self.z = np.load(path)
+        self.keys = set(self.z.files)
+        self.x64 = x64
+        self.dtype = np.float64 if x64 else np.float32
+
+    def input(self, key: str) -> np.ndarray:
+        """The value the port should consume: the f64 chain's own input in a float64 run."""
+        if self.x64 and f"f64/{key}" in self.keys:
+            return np.asarray(self.z[f"f64/{key}"])
+        value = np.asarray(self.z[key])
+        return value.astype(self.dtype) if np.issubdtype(value.dtype, np.floating) else value
+
+    def check(self, key: str, result) -> Check:
+        result = np.asarray(result, np.float64)
+        ref32 = np.asarray(self.z[key], np.float64)
+        truth = np.asarray(self.z[f"f64/{key}"], np.float64) if f"f64/{key}" in self.keys else ref32
+        if result.shape != truth.shape:
+            return Check(key, float("inf"), 0.0)
+        scale = max(1.0, float(np.max(np.abs(truth), initial=0.0)))
+        error = float(np.max(np.abs(result - truth), initial=0.0))
+        if self.x64:
+            allowance = (1e-6 if key.startswith("train/param/") else 1e-9) * scale
+        else:
+            allowance = max(20 * float(np.max(np.abs(ref32 - truth), initial=0.0)), 1e-5 * scale)
+        return Check(key, error, allowance)
+
+    def output_keys(self):
+        return sorted(k for k in self.keys if is_output_key(k) and np.issubdtype(self.z[k].dtype, np.floating))
+
+    def float_keys(self):
+        return [k for k in self.keys if not k.startswith("f64/") and np.issubdtype(self.z[k].dtype, np.floating)]
+
+
+def run_checks(path: str, x64: bool = False, log=print) -> bool:
+    import jax
+
+    jax.config.update("jax_enable_x64", bool(x64))
+    from . import parity_compute
+
+    fx = Fixture(path, x64)
+    results = parity_compute.compute_all(fx)
+    checks = [fx.check(k, v) for k, v in results.items() if k in fx.keys]
+    wanted = fx.output_keys()
+    unchecked = sorted(set(wanted) - {c.key for c in checks})
+    _report(fx, checks, wanted, unchecked, log)
+    return not unchecked and all(c.ok for c in checks)
+
+
+def _report(fx: Fixture, checks, wanted, unchecked, log):
+    mode = "float64 (jax_enable_x64)" if fx.x64 else "float32"
+    log(f"{fx.path}: {mode}")
+    log(f"{'group':<28}{'keys':>6}  {'worst error':>12}  {'allowance':>12}  {'ratio':>7}  result  worst key")
+    groups = {}
+    for c in checks:
+        groups.setdefault(group_of(c.key), []).append(c)
+    for name in sorted(groups):
+        cs = groups[name]
+        worst = max(cs, key=lambda c: c.error / c.allowance if c.allowance else float("inf"))
+        ratio = worst.error / worst.allowance if worst.allowance else float("inf")
+        status = "pass" if all(c.ok for c in cs) else "FAIL"
+        log(f"{name:<28}{len(cs):>6}  {worst.error:>12.3e}  {worst.allowance:>12.3e}  {ratio:>7.3f}  {status:<6}  {worst.key}")
+    failed = [c for c in checks if not c.ok]
+    log(f"checked {len(checks)} of {len(wanted)} output float keys "
+        f"({len(fx.float_keys())} float keys in the file, the rest are inputs); {len(failed)} failed")
+    for c in failed[:20]:
+        log(f"  FAIL {c.key}: error {c.error:.3e} > allowance {c.allowance:.3e}")
+    if unchecked:
+        log(f"  NOT CHECKED ({len(unchecked)}): {', '.join(unchecked[:20])}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m nanoaf2_jax.parity",
+        description="Recompute every output of a golden fixture recorded from the PyTorch reference and "
+        "compare, with the golden README's pass rule. Exit 0 only if every output key passes.",
+    )
+    parser.add_argument("fixture", nargs="+", help="golden .npz file(s)")
+    parser.add_argument("--x64", action="store_true", help="run in float64 (jax_enable_x64), 1e-9 relative bar")
+    args = parser.parse_args(argv)
+    ok = True
+    for path in args.fixture:
+        try:
+            ok &= run_checks(path, args.x64)
+        except (OSError, KeyError, ValueError, json.JSONDecodeError) as e:
+            print(f"{path}: cannot check: {e}", file=sys.stderr)
+            ok = False
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
