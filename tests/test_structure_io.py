@@ -1,0 +1,124 @@
+import os
+
+import numpy as np
+import pytest
+
+from nanoaf2_jax import structure_io
+from nanoaf2_jax.residue_constants import UNK_IDX
+from nanoaf2_jax.structure_io import read_backbone, write_backbone
+
+HEADER = ["nanoaf2-jax checkpoint=ckpt/step_1000 seed=7 steps=200", "sampler=euler"]
+
+
+def synthetic_backbone(length=30, seed=0):
+    """A helical CA trace with N and C placed roughly where a backbone puts them."""
+    rng = np.random.default_rng(seed)
+    i = np.arange(length)
+    theta = np.deg2rad(100.0) * i
+    ca = np.stack([2.3 * np.cos(theta), 2.3 * np.sin(theta), 1.5 * i], axis=-1)
+    ca = ca + rng.normal(scale=0.2, size=ca.shape) + np.array([123.4567, -56.789, 7.0])
+    n = ca + rng.normal(scale=0.8, size=ca.shape)
+    c = ca + rng.normal(scale=0.8, size=ca.shape)
+    codes = rng.integers(0, 20, size=length)
+    plddt = rng.uniform(0.0, 1.0, size=length)
+    return codes, n, ca, c, plddt
+
+
+@pytest.mark.parametrize("name", ["model.pdb", "model.cif", "model.mmcif"])
+def test_round_trip(tmp_path, name):
+    codes, n, ca, c, plddt = synthetic_backbone()
+    path = tmp_path / name
+    write_backbone(path, codes, n, ca, c, plddt=plddt, header_lines=HEADER)
+    out = read_backbone(path)
+    np.testing.assert_array_equal(out["sequence"], codes)
+    for key, ref in (("coords_N", n), ("coords_CA", ca), ("coords_C", c)):
+        np.testing.assert_allclose(out[key], ref, atol=1e-3, rtol=0)
+    np.testing.assert_allclose(out["bfactor"], 100.0 * plddt, atol=0.01, rtol=0)
+    assert out["header_lines"] == HEADER
+    assert os.listdir(tmp_path) == [name]
+
+
+def test_file_layout(tmp_path):
+    codes, n, ca, c, plddt = synthetic_backbone(length=4)
+    pdb, cif = tmp_path / "m.pdb", tmp_path / "m.cif"
+    write_backbone(pdb, codes, n, ca, c, plddt=plddt, header_lines=HEADER)
+    write_backbone(cif, codes, n, ca, c, plddt=plddt, header_lines=HEADER)
+
+    pdb_lines = pdb.read_text().splitlines()
+    assert pdb_lines[0].startswith("REMARK 250 nanoaf2-jax checkpoint=")
+    atoms = [line for line in pdb_lines if line.startswith("ATOM")]
+    assert len(atoms) == 12
+    assert [a[12:16].strip() for a in atoms[:3]] == ["N", "CA", "C"]
+    assert [a[76:78].strip() for a in atoms[:3]] == ["N", "C", "C"]
+    assert {a[21] for a in atoms} == {"A"}
+    assert [int(a[22:26]) for a in atoms[::3]] == [1, 2, 3, 4]
+    assert all(float(a[54:60]) == 1.0 for a in atoms)
+    assert all(len(line) <= 80 for line in pdb_lines)
+
+    text = cif.read_text()
+    assert text.startswith("# nanoaf2-jax checkpoint=")
+    gemmi = pytest.importorskip("gemmi")
+    doc = gemmi.cif.read(str(cif))  # a strict CIF parse, not just gemmi's structure reader
+    block = doc.sole_block()
+    assert "checkpoint=ckpt/step_1000" in block.find_value("_struct.title")
+    assert list(block.find_loop("_atom_site.label_atom_id"))[:3] == ["N", "CA", "C"]
+    assert list(block.find_loop("_atom_site.label_seq_id"))[::3] == ["1", "2", "3", "4"]
+    assert set(block.find_loop("_atom_site.type_symbol")) == {"N", "C"}
+
+
+def test_unknown_residue_and_no_plddt(tmp_path):
+    codes = np.array([0, UNK_IDX, 20, 19])
+    _, n, ca, c, _ = synthetic_backbone(length=4)
+    for name in ("u.pdb", "u.cif"):
+        write_backbone(tmp_path / name, codes, n, ca, c)
+        out = read_backbone(tmp_path / name)
+        np.testing.assert_array_equal(out["sequence"], [0, UNK_IDX, UNK_IDX, 19])
+        np.testing.assert_array_equal(out["bfactor"], np.zeros(4))
+    assert " UNK A   2" in (tmp_path / "u.pdb").read_text()
+
+
+def test_explicit_format_and_bad_extension(tmp_path):
+    codes, n, ca, c, plddt = synthetic_backbone(length=5)
+    write_backbone(tmp_path / "model.txt", codes, n, ca, c, plddt, fmt="cif")
+    out = read_backbone(tmp_path / "model.txt", fmt="cif")
+    np.testing.assert_allclose(out["coords_CA"], ca, atol=1e-3)
+    with pytest.raises(ValueError, match="extension"):
+        write_backbone(tmp_path / "model.xyz", codes, n, ca, c)
+    with pytest.raises(ValueError, match="shape"):
+        write_backbone(tmp_path / "bad.pdb", codes, n[:-1], ca, c)
+    assert sorted(os.listdir(tmp_path)) == ["model.txt"]
+
+
+def test_failed_write_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
+    codes, n, ca, c, plddt = synthetic_backbone(length=6)
+    path = tmp_path / "keep.pdb"
+    write_backbone(path, codes, n, ca, c, plddt)
+    before = path.read_bytes()
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(structure_io.os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_backbone(path, codes, n + 1.0, ca + 1.0, c + 1.0, plddt)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["keep.pdb"]
+
+
+def test_pdb_refuses_coordinates_it_cannot_hold(tmp_path):
+    codes, n, ca, c, _ = synthetic_backbone(length=3)
+    with pytest.raises(ValueError, match="mmCIF"):
+        write_backbone(tmp_path / "far.pdb", codes, n, ca - 5000.0, c)
+    assert os.listdir(tmp_path) == []
+
+
+def test_plot_prediction(tmp_path):
+    pytest.importorskip("matplotlib")
+    from nanoaf2_jax.plots import plot_prediction
+
+    _, _, ca, _, plddt = synthetic_backbone(length=40)
+    pred = ca + np.random.default_rng(1).normal(scale=1.0, size=ca.shape)
+    path = tmp_path / "pred.png"
+    plot_prediction(path, pred, ca, plddt, title="test")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert os.listdir(tmp_path) == ["pred.png"]
