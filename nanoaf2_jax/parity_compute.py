@@ -149,7 +149,9 @@ def loss_and_grads(fx, config, params) -> dict:
 
 def optimiser_steps(fx, config, params) -> dict:
     batch = _batch(fx)
-    scalar = lambda k: fx.z[f"train/{k}"].item()
+    # Settings are stored as float32 (0.003 -> 0.0030000000261); the reference ran with the
+    # decimal value, which is the shortest decimal that rounds to the stored float32.
+    scalar = lambda k: float(str(fx.z[f"train/{k}"].item() if fx.z[f"train/{k}"].dtype.kind == "i" else np.float32(fx.z[f"train/{k}"])))
     opt_cfg = OptimConfig(
         learning_rate=scalar("learning_rate"), weight_decay=scalar("weight_decay"),
         warmup_steps=int(scalar("warmup_steps")), total_steps=int(scalar("schedule_steps")),

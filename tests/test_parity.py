@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
-GOLDEN = [FIXTURES / "small.npz", FIXTURES / "small_single.npz"]
+GOLDEN = [FIXTURES / "small.npz", FIXTURES / "small_single.npz", FIXTURES / "other_config.npz"]
 
 
 def run_checker(*args):
