@@ -1,0 +1,168 @@
+"""Checkpoints: round trip, half-written directories, non-finite losses, load_for_inference."""
+
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import train as train_cli
+from configs import get_preset
+from nanoaf2_jax.checkpoint import (
+    CheckpointError,
+    TrainCheckpointer,
+    checkpoints_dir,
+    is_complete,
+    load_for_inference,
+    scan,
+)
+from nanoaf2_jax.convert import params_to_state_dict, save_state_dict, template_params
+from helpers import SCHEDULE_STEPS, helix, write_pdb, two_helices, run_train, read_metrics
+
+TINY = get_preset("tiny").model
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, compile_cache):
+    """A tiny run stopped after 6 steps (3 epochs of 2 proteins), checkpointed every epoch."""
+    root = tmp_path_factory.mktemp("run")
+    data = two_helices(root / "data")
+    out = root / "out"
+    run_train(compile_cache, root, "--data-dir", str(data), "--output-dir", str(out),
+              "--epochs", str(SCHEDULE_STEPS // 2), "--checkpoint-every", "1", "--log-every", "1",
+              "--max-steps", "6")
+    return {"data": data, "out": out}
+
+
+def copy_run(run, tmp_path):
+    return shutil.copytree(run["out"], tmp_path / "out")
+
+
+def assert_trees_equal(a, b):
+    assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_checkpointer_round_trip_keeps_the_newest(tmp_path):
+    params = {"w": jnp.arange(6.0).reshape(2, 3), "b": {"bias": jnp.ones(3)}}
+    opt_state = optax.adamw(1e-3).init(params)
+    rng = np.random.default_rng(42)
+    rng.random(5)
+    meta = {"data_rng_state": rng.bit_generator.state, "train_key": [1, 2**32 - 1]}
+    ckpt = TrainCheckpointer(tmp_path, keep=2)
+    for step in (1, 2, 3):
+        ckpt.save(step, jax.tree_util.tree_map(lambda x: x * step, params), opt_state, meta)
+    assert ckpt.steps() == [2, 3] and ckpt.latest_step() == 3
+    restored, restored_opt, restored_meta = ckpt.restore(3, params, opt_state)
+    ckpt.close()
+    assert_trees_equal(restored, jax.tree_util.tree_map(lambda x: x * 3, params))
+    assert_trees_equal(restored_opt, opt_state)
+    # The 128-bit PCG64 state survives JSON exactly.
+    assert restored_meta["data_rng_state"] == rng.bit_generator.state
+    assert restored_meta["train_key"] == [1, 2**32 - 1] and restored_meta["step"] == 3
+
+
+def test_half_written_checkpoint_is_never_picked(run, tmp_path, compile_cache):
+    out = copy_run(run, tmp_path)
+    ckpts = checkpoints_dir(out)
+    # A newer step directory without orbax's commit markers, and an orbax temporary directory.
+    half = shutil.copytree(ckpts / "6", ckpts / "8")
+    for marker in half.rglob("commit_success.txt"):
+        marker.unlink()
+    shutil.copytree(ckpts / "6", ckpts / "10.orbax-checkpoint-tmp-1234567")
+    assert list(scan(ckpts)[0]) == [2, 4, 6] and not is_complete(half)
+
+    _, _, info = load_for_inference(out)
+    assert info["step"] == 6
+    with pytest.raises(CheckpointError, match="incomplete checkpoint"):
+        load_for_inference(half)
+
+    result = run_train(compile_cache, tmp_path, "--resume", "--output-dir", str(out),
+                       "--max-steps", "8")
+    assert f"resuming from {ckpts.absolute() / '6'}" in result.stderr
+    assert "ignoring incomplete checkpoint" in result.stderr
+    assert [r["step"] for r in read_metrics(out)] == list(range(1, 9))
+    assert is_complete(ckpts / "8")  # written anew by the resumed run
+    assert len(list((out / "incomplete_checkpoints").iterdir())) == 1  # set aside, not deleted
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(run, tmp_path, compile_cache):
+    out = copy_run(run, tmp_path)
+    before = {p.name: sorted(q.name for q in p.rglob("*")) for p in checkpoints_dir(out).iterdir()}
+    # The same proteins (names, lengths) with one NaN coordinate each: step 7 will be NaN.
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for path in sorted(run["data"].iterdir()):
+        length = 22 if path.stem == "HLXA" else 26
+        target = write_pdb(bad / path.name, helix(length))
+        # Our writer refuses non-finite coordinates, so put the NaN into the text (gemmi reads it).
+        lines = target.read_text().splitlines(keepends=True)
+        ca_lines = [i for i, line in enumerate(lines) if line.startswith("ATOM") and line[12:16].strip() == "CA"]
+        line = lines[ca_lines[3]]
+        lines[ca_lines[3]] = line[:30] + f"{'nan':>8}" + line[38:]
+        target.write_text("".join(lines))
+
+    result = run_train(compile_cache, tmp_path, "--resume", "--output-dir", str(out),
+                       "--data-dir", str(bad), "--max-steps", "10", "--log-every", "5",
+                       check=False)
+    assert result.returncode == 1
+    message = result.stderr.strip().splitlines()[-1]
+    assert "non-finite" in message and "step 7 " in message
+    assert str(checkpoints_dir(out).absolute() / "6") in message
+    assert "Traceback" not in result.stderr
+    after = {p.name: sorted(q.name for q in p.rglob("*")) for p in checkpoints_dir(out).iterdir()}
+    assert after == before
+    assert not list(out.glob("final_model*"))
+    assert [r["step"] for r in read_metrics(out)] == list(range(1, 7))
+
+
+def test_fresh_start_refuses_a_directory_with_checkpoints(run, tmp_path, capsys):
+    out = copy_run(run, tmp_path)
+    args = ["--preset", "tiny", "--data-dir", str(run["data"]), "--output-dir", str(out),
+            "--epochs", str(SCHEDULE_STEPS // 2)]
+    assert train_cli.main(args) == 1
+    assert "already holds checkpoints" in capsys.readouterr().err
+    assert train_cli.main(["--resume", "--output-dir", str(out), "--lr", "0.5"]) == 1
+    err = capsys.readouterr().err
+    assert "must keep its config" in err and "0.5" in err
+
+
+def test_load_for_inference_from_run_and_step_directories(run):
+    params, config, info = load_for_inference(run["out"])
+    assert config == TINY and info["kind"] == "checkpoint" and info["step"] == 6
+    template = template_params(TINY)
+    assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(template)
+    for x, t in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(template)):
+        assert x.shape == t.shape and x.dtype == t.dtype
+    earlier, _, info4 = load_for_inference(checkpoints_dir(run["out"]) / "4")
+    assert info4["step"] == 4
+    assert not np.array_equal(jax.tree_util.tree_leaves(earlier)[0], jax.tree_util.tree_leaves(params)[0])
+    same, _, _ = load_for_inference(checkpoints_dir(run["out"]))  # the checkpoints directory
+    assert_trees_equal(same, params)
+
+
+def test_load_for_inference_from_a_state_dict(run, tmp_path):
+    params, _, _ = load_for_inference(run["out"])
+    path = save_state_dict(params_to_state_dict(params), tmp_path / "weights.npz")
+    loaded, config, info = load_for_inference(path, preset="tiny")
+    assert config == TINY and info["kind"] == "state_dict"
+    assert_trees_equal(loaded, jax.device_get(params))
+    with pytest.raises(CheckpointError, match=r"weights\.npz.*preset 'default'"):
+        load_for_inference(path)  # the default preset's model has other shapes
+
+
+def test_load_for_inference_errors_name_the_path(tmp_path):
+    with pytest.raises(CheckpointError, match="nowhere: no such file"):
+        load_for_inference(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="empty: not a checkpoint"):
+        load_for_inference(tmp_path / "empty")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(CheckpointError, match="notes.txt: not a checkpoint"):
+        load_for_inference(tmp_path / "notes.txt")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip file")
+    with pytest.raises(CheckpointError, match="junk.npz: cannot read"):
+        load_for_inference(tmp_path / "junk.npz")

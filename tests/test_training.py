@@ -1,0 +1,246 @@
+"""Presets, batching, the command line, and training runs end to end (tiny preset, CPU).
+
+The runs go through train.py in subprocesses sharing one persistent compilation cache: they
+all use the same model, batch shape (bucket 32) and schedule length (200 steps), so only the
+first one compiles the train step.
+"""
+
+import json
+import signal
+import subprocess
+import time
+
+import jax
+import numpy as np
+import pytest
+
+import train as train_cli
+from configs import DEFAULT_BUCKETS, ConfigError, TrainConfig, get_preset
+from nanoaf2_jax.batching import BatchPlan, filter_by_length, pad_protein, padded_length
+from nanoaf2_jax.checkpoint import checkpoints_dir, is_complete
+from nanoaf2_jax.config import ModelConfig
+from nanoaf2_jax.convert import template_params
+from nanoaf2_jax.data import REFERENCE_PDB_IDS
+from helpers import SCHEDULE_STEPS, helix, write_pdb, two_helices, train_command, subprocess_env, run_train, read_metrics
+
+# ---------------------------------------------------------------------------------------------
+# Presets and configs
+# ---------------------------------------------------------------------------------------------
+
+
+def test_reference_preset_is_the_reference_recipe():
+    ref = get_preset("reference")
+    assert ref.model == ModelConfig()
+    opt = ref.optimisation
+    assert (opt.lr, opt.weight_decay, opt.warmup_steps, opt.grad_clip) == (3e-3, 0.01, 10, 1.0)
+    assert (ref.epochs, ref.batch_size, ref.pad_to, ref.attention_mask) == (1000, 1, 200, False)
+    assert (ref.min_length, ref.max_length, ref.seed) == (20, 200, 42)
+    assert (ref.log_every, ref.checkpoint_every_epochs) == (50, 10)
+    assert list(ref.pdb_ids) == REFERENCE_PDB_IDS and ref.data_dir is None
+
+
+def test_default_preset_differs_from_reference_only_in_padding():
+    ref, default = get_preset("reference"), get_preset("default")
+    assert default.attention_mask and default.pad_to is None and default.buckets == DEFAULT_BUCKETS
+    same = ref.override(pad_to=None, buckets=DEFAULT_BUCKETS, attention_mask=True,
+                        output_dir=default.output_dir)
+    assert same == default
+
+
+def test_tiny_preset_is_small():
+    params = template_params(get_preset("tiny").model)
+    assert sum(x.size for x in jax.tree_util.tree_leaves(params)) < 100_000
+
+
+def test_config_json_round_trip_and_overrides():
+    cfg = get_preset("tiny").override(c_s=64, lr=0.5, buckets=(64, 32), pdb_ids=("1abc",))
+    assert cfg.model.c_s == 64 and cfg.optimisation.lr == 0.5
+    assert cfg.buckets == (32, 64) and cfg.pdb_ids == ("1ABC",)
+    assert TrainConfig.from_json(cfg.to_json()) == cfg
+
+
+@pytest.mark.parametrize("changes, word", [
+    ({"epochs": 0}, "epochs"),
+    ({"max_length": 10}, "max_length"),
+    ({"pad_to": 100}, "pad_to"),
+    ({"c_s": 30}, "c_s"),
+    ({"pdb_ids": ("../x",)}, "PDB ID"),
+    ({"buckets": (0,)}, "buckets"),
+])
+def test_invalid_config_is_rejected_with_its_name(changes, word):
+    with pytest.raises(ConfigError, match=word):
+        get_preset("default").override(**changes)
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="unknown preset 'big'"):
+        get_preset("big")
+
+
+# ---------------------------------------------------------------------------------------------
+# Batching
+# ---------------------------------------------------------------------------------------------
+
+
+def test_padded_length():
+    assert padded_length(20, 200, DEFAULT_BUCKETS) == 200
+    assert [padded_length(n, None, DEFAULT_BUCKETS) for n in (20, 32, 33, 76, 200)] == [
+        32, 32, 48, 80, 200]
+    assert padded_length(201, None, DEFAULT_BUCKETS) == 224  # past the last edge
+    assert padded_length(37, None, None) == 37
+
+
+def test_filter_by_length_logs_what_it_drops(caplog):
+    proteins = [helix(10, name="SHORT"), helix(25, name="OK"), helix(60, name="LONG")]
+    with caplog.at_level("INFO"):
+        kept = filter_by_length(proteins, 20, 50)
+    assert [p.name for p in kept] == ["OK"]
+    assert "SHORT" in caplog.text and "LONG" in caplog.text
+
+
+def test_batches_are_padded_to_their_bucket_with_a_mask():
+    proteins = [helix(n, seed=n, name=f"P{n}") for n in (21, 30, 40, 45, 70)]
+    plan = BatchPlan(proteins, batch_size=2, buckets=DEFAULT_BUCKETS)
+    assert plan.shapes == [(2, 32), (2, 48), (2, 80)]
+    assert plan.steps_per_epoch == 3
+    order = plan.epoch_order(np.random.default_rng(0))
+    assert sorted(int(i) for batch in order for i in batch) == list(range(5))  # each once
+    for indices in order:
+        batch = plan.batch(indices)
+        lengths = [proteins[i].length for i in indices]
+        assert batch["sequence"].shape == (2, padded_length(max(lengths), None, DEFAULT_BUCKETS))
+        assert batch["mask"].sum(axis=1).tolist() == lengths + [0] * (2 - len(lengths))
+        for row, i in enumerate(indices):
+            np.testing.assert_array_equal(batch["coords_CA"][row, :lengths[row]], proteins[i].coords_CA)
+            assert not batch["coords_CA"][row, lengths[row]:].any()
+    assert set(batch) == {"sequence", "mask", "coords_N", "coords_CA", "coords_C"}
+
+
+def test_reference_padding_and_order_resume_from_generator_state():
+    proteins = [helix(n, seed=n) for n in (20, 25, 30, 35)]
+    plan = BatchPlan(proteins, batch_size=1, pad_to=200)
+    assert plan.shapes == [(1, 200)] and plan.steps_per_epoch == 4
+    assert pad_protein(proteins[0], 200)["mask"].sum() == 20
+    rng = np.random.default_rng(42)
+    plan.epoch_order(rng)
+    state = rng.bit_generator.state
+    expected = [plan.epoch_order(rng) for _ in range(3)]
+    restored = np.random.default_rng(0)
+    restored.bit_generator.state = json.loads(json.dumps(state))  # as a checkpoint stores it
+    again = [plan.epoch_order(restored) for _ in range(3)]
+    assert [[b.tolist() for b in e] for e in again] == [[b.tolist() for b in e] for e in expected]
+    assert len({tuple(int(b[0]) for b in e) for e in expected}) > 1  # epochs are reshuffled
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+
+def test_help_lists_options_with_preset_values():
+    text = train_cli.build_parser().format_help()
+    for flag in ("--preset", "--epochs", "--batch-size", "--lr", "--data-dir", "--pdb-ids",
+                 "--output-dir", "--seed", "--log-every", "--checkpoint-every", "--keep",
+                 "--resume", "--max-steps", "--base-url", "--offline", "--c-s", "--no-progress"):
+        assert flag in text
+    assert "reference: 200" in " ".join(text.split())  # --pad-to's preset values
+
+
+def test_command_line_overrides_the_preset():
+    args = train_cli.build_parser().parse_args(
+        ["--preset", "reference", "--lr", "0.01", "--c-z", "32", "--buckets", "none",
+         "--no-attention-mask", "--pdb-ids", "1ubq,1CRN"])
+    cfg = train_cli.resolve_config(args)
+    assert cfg.optimisation.lr == 0.01 and cfg.model.c_z == 32 and cfg.buckets is None
+    assert cfg.pad_to == 200 and cfg.pdb_ids == ("1UBQ", "1CRN")
+    assert cfg.model.c_s == 256  # untouched fields keep the preset's value
+
+
+def test_bad_pdb_id_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        train_cli.build_parser().parse_args(["--pdb-ids", "1UBQ,../../etc"])
+    assert exc.value.code == 2
+    assert "invalid PDB ID" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("make_args, message", [
+    (lambda d: ["--data-dir", str(d / "missing")], "not a directory"),
+    (lambda d: ["--data-dir", str(d)], "no usable structure file"),
+    (lambda d: ["--data-dir", str(d), "--pdb-ids", "1UBQ"], "exclude each other"),
+    (lambda d: ["--offline", "--download-dir", str(d)], "offline mode"),
+    (lambda d: ["--resume", "--output-dir", str(d)], "no complete checkpoint"),
+])
+def test_errors_are_one_line_messages(tmp_path, capsys, make_args, message):
+    (tmp_path / "broken.pdb").write_text("not a structure\n")
+    assert train_cli.main([*make_args(tmp_path), "--preset", "tiny"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("train.py: error:") and message in err and "\n" not in err
+
+
+def test_error_exit_has_no_traceback(tmp_path, compile_cache):
+    result = run_train(compile_cache, tmp_path, "--data-dir", str(tmp_path / "nothing"), check=False)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "not a directory" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Training runs
+# ---------------------------------------------------------------------------------------------
+
+
+def test_tiny_model_overfits_one_protein(tmp_path, compile_cache):
+    data = tmp_path / "data"
+    data.mkdir()
+    write_pdb(data / "HLX.pdb", helix(24))
+    out = tmp_path / "run"
+    run_train(compile_cache, tmp_path, "--data-dir", str(data), "--output-dir", str(out),
+              "--epochs", str(SCHEDULE_STEPS), "--log-every", "1", "--checkpoint-every", "1000")
+    losses = np.array([r["loss"] for r in read_metrics(out)])
+    assert len(losses) == SCHEDULE_STEPS
+    # Per-step losses swing with the sampled noise level t; compare 20-step means.
+    first, last = losses[:20].mean(), losses[-20:].mean()
+    assert last < 0.5 * first, (first, last)
+    assert (out / "final_model.pt").exists() or (out / "final_model.npz").exists()
+    assert sorted(p.name for p in checkpoints_dir(out).iterdir()) == [str(SCHEDULE_STEPS)]
+
+
+def test_killed_run_resumes_exactly(tmp_path, compile_cache):
+    data = two_helices(tmp_path / "data")
+    common = ["--data-dir", str(data), "--epochs", str(SCHEDULE_STEPS // 2), "--log-every", "1",
+              "--checkpoint-every", "1"]
+    stop = 24
+    straight = tmp_path / "straight"
+    run_train(compile_cache, tmp_path, *common, "--output-dir", str(straight),
+              "--max-steps", str(stop))
+
+    killed = tmp_path / "killed"
+    log = open(tmp_path / "killed.log", "w")
+    proc = subprocess.Popen(train_command(*common, "--output-dir", str(killed)), cwd=tmp_path,
+                            env=subprocess_env(compile_cache), stdout=log, stderr=log)
+    deadline = time.monotonic() + 300
+    try:
+        # Kill once a checkpoint past the first epoch is complete: the run is mid-training.
+        while not (checkpoints_dir(killed).is_dir() and any(
+                is_complete(p) and int(p.name) >= 4 for p in checkpoints_dir(killed).iterdir())):
+            assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+        log.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (killed / "final_model.pt").exists() and not (killed / "final_model.npz").exists()
+    killed_at = max(r["step"] for r in read_metrics(killed))
+
+    resumed = run_train(compile_cache, tmp_path, "--resume", "--output-dir", str(killed),
+                        "--max-steps", str(stop))
+    resumed_from = int(resumed.stderr.split("resuming from ")[1].split()[0].rsplit("/", 1)[1])
+    assert 4 <= resumed_from < stop and resumed_from % 2 == 0
+    records = read_metrics(killed)
+    expected = read_metrics(straight)
+    assert [r["step"] for r in records] == list(range(1, stop + 1)), killed_at
+    keys = ("loss", "fape_loss", "trans_loss", "rot_loss", "plddt_loss", "grad_norm", "lr", "epoch")
+    for got, want in zip(records, expected):
+        for key in keys:
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-6, err_msg=f"step {got['step']} {key}")

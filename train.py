@@ -1,0 +1,204 @@
+"""Train nano-AlphaFold2 in JAX.
+
+    python train.py                                # default recipe on the reference's 8 PDB IDs
+    python train.py --preset reference             # the PyTorch train.py's recipe exactly
+    python train.py --preset tiny --data-dir DIR   # a small model on every structure in DIR
+    python train.py --preset tiny --resume         # continue outputs/tiny from its last checkpoint
+
+The recipes are in configs.py; the loop in nanoaf2_jax/trainer.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+
+from configs import PRESETS, ConfigError, TrainConfig, get_preset
+from nanoaf2_jax.data import RCSB_DOWNLOAD_URL, DownloadError, StructureError, validate_pdb_id
+
+# (flag, config field, type, help). The field is TrainConfig's, ModelConfig's or Optimisation's.
+_OVERRIDES = [
+    ("Schedule", [
+        ("--epochs", "epochs", int, "passes over the data; the cosine schedule spans them all"),
+        ("--batch-size", "batch_size", int, "proteins per step"),
+        ("--lr", "lr", float, "peak learning rate (AdamW)"),
+        ("--weight-decay", "weight_decay", float, "AdamW weight decay"),
+        ("--warmup-steps", "warmup_steps", int, "linear warmup from 0 over this many steps"),
+        ("--grad-clip", "grad_clip", float, "clip the global gradient norm to this"),
+        ("--seed", "seed", int, "seeds the weights, the noise and the data order"),
+    ]),
+    ("Data and padding", [
+        ("--data-dir", "data_dir", str,
+         "train on every structure file in this directory (nothing is downloaded); without it, "
+         "the --pdb-ids are downloaded into --download-dir"),
+        ("--pdb-ids", "pdb_ids", "ids", "PDB IDs to train on, comma-separated"),
+        ("--min-length", "min_length", int, "drop proteins shorter than this"),
+        ("--max-length", "max_length", int, "drop proteins longer than this"),
+        ("--pad-to", "pad_to", "optional_int", "pad every batch to this length ('none': buckets)"),
+        ("--buckets", "buckets", "buckets",
+         "length-bucket edges, comma-separated ('none': pad each batch to its own length)"),
+        ("--attention-mask", "attention_mask", "bool",
+         "mask padding out of attention and triangular updates (--no-attention-mask: the "
+         "reference, padding only excluded from the losses)"),
+    ]),
+    ("Logging and checkpoints", [
+        ("--output-dir", "output_dir", str, "checkpoints, metrics.jsonl and the final model"),
+        ("--log-every", "log_every", int, "log a line and a metrics.jsonl record every N steps"),
+        ("--checkpoint-every", "checkpoint_every_epochs", int, "checkpoint every N epochs"),
+        ("--keep", "keep_checkpoints", int, "keep the N most recent checkpoints"),
+    ]),
+    ("Model", [
+        ("--c-s", "c_s", int, "single representation channels"),
+        ("--c-z", "c_z", int, "pair representation channels"),
+        ("--c-atom", "c_atom", int, "denoiser channels"),
+        ("--pairformer-blocks", "num_pairformer_blocks", int, "Pairformer blocks"),
+        ("--pairformer-heads", "pairformer_heads", int, "Pairformer attention heads"),
+        ("--denoise-blocks", "num_denoise_blocks", int, "denoiser transformer blocks"),
+        ("--denoise-heads", "denoise_heads", int, "denoiser attention heads"),
+        ("--plddt-bins", "num_plddt_bins", int, "pLDDT head bins"),
+        ("--fape-weight", "fape_weight", float, "FAPE loss weight"),
+        ("--trans-weight", "trans_weight", float, "translation loss weight"),
+        ("--rot-weight", "rot_weight", float, "rotation loss weight"),
+        ("--plddt-weight", "plddt_weight", float, "pLDDT loss weight"),
+    ]),
+]
+
+
+def _field_value(config: TrainConfig, field: str):
+    for obj in (config, config.model, config.optimisation):
+        if field in {f.name for f in dataclasses.fields(obj)}:
+            return getattr(obj, field)
+    raise KeyError(field)
+
+
+def _show(value) -> str:
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def _preset_values(field: str) -> str:
+    values = {name: _show(_field_value(cfg, field)) for name, cfg in PRESETS.items()}
+    if len(set(values.values())) == 1:
+        return f"all presets: {next(iter(values.values()))}"
+    return "; ".join(f"{name}: {v}" for name, v in values.items())
+
+
+def _pdb_ids(text: str) -> tuple[str, ...]:
+    try:
+        return tuple(validate_pdb_id(i.strip()) for i in text.split(",") if i.strip())
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _optional_int(text: str) -> int | None:
+    return None if text.lower() == "none" else int(text)
+
+
+def _buckets(text: str) -> tuple[int, ...] | None:
+    if text.lower() == "none":
+        return None
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid buckets {text!r}: expected e.g. 32,64,128 "
+                                         "or none") from None
+
+
+_TYPES = {"ids": _pdb_ids, "optional_int": _optional_int, "buckets": _buckets}
+_METAVARS = {int: "N", float: "X", "ids": "IDS", "optional_int": "N|none", "buckets": "EDGES|none"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Train nano-AlphaFold2 (JAX). A preset gives every setting; the options "
+                    "below override single settings (bracketed: what each preset gives).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--preset", choices=list(PRESETS), default="default",
+                        help="reference: the PyTorch recipe exactly (pad to 200, no attention "
+                             "mask); default: same model and hyperparameters, attention mask and "
+                             "length buckets; tiny: a small model for smoke runs")
+    run = parser.add_argument_group("Run")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the run in --output-dir (or the preset's) from its latest "
+                          "complete checkpoint, with the config saved in it")
+    run.add_argument("--max-steps", type=int, default=None, metavar="N",
+                     help="stop after this many steps in total, with a checkpoint (benchmarks, "
+                          "partial runs); the schedule still spans all epochs")
+    run.add_argument("--no-progress", action="store_true",
+                     help="no progress bar (it is off anyway when stderr is not a terminal)")
+    run.add_argument("--download-dir", default="data/pdb", metavar="DIR",
+                     help="where the --pdb-ids are looked for and downloaded")
+    run.add_argument("--base-url", default=RCSB_DOWNLOAD_URL, metavar="URL",
+                     help="download from here")
+    run.add_argument("--offline", action="store_true",
+                     help="never download; fail if a --pdb-ids file is missing")
+    run.add_argument("--print-config", action="store_true",
+                     help="print the resulting config as JSON and exit")
+    for title, options in _OVERRIDES:
+        group = parser.add_argument_group(title)
+        for flag, field, kind, text in options:
+            help_text = f"{text} [{_preset_values(field)}]"
+            if kind == "bool":
+                group.add_argument(flag, dest=field, action=argparse.BooleanOptionalAction,
+                                   default=argparse.SUPPRESS, help=help_text)
+            else:
+                group.add_argument(flag, dest=field, type=_TYPES.get(kind, kind),
+                                   default=argparse.SUPPRESS, help=help_text,
+                                   metavar=_METAVARS.get(kind, "DIR"))
+    return parser
+
+
+def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    """Preset (or, with --resume, the checkpoint's config) plus the options given."""
+    from nanoaf2_jax.trainer import saved_config
+
+    fields = {field for _, options in _OVERRIDES for _, field, _, _ in options}
+    given = {k: v for k, v in vars(args).items() if k in fields}
+    if "data_dir" in given and "pdb_ids" in given:
+        raise ConfigError("--data-dir and --pdb-ids exclude each other: --data-dir trains on "
+                          "every structure in the directory")
+    base = get_preset(args.preset)
+    if args.resume:
+        base = saved_config(given.get("output_dir", base.output_dir))
+    if "pdb_ids" in given:
+        given["data_dir"] = None
+    return base.override(**given)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-save chatter
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # "no TPU" notices
+
+    from nanoaf2_jax.checkpoint import CheckpointError
+    from nanoaf2_jax.trainer import RunOptions, TrainingError, train
+
+    try:
+        config = resolve_config(args)
+        if args.print_config:
+            print(config.to_json())
+            return 0
+        if args.max_steps is not None and args.max_steps < 1:
+            raise ConfigError(f"--max-steps must be positive, got {args.max_steps}")
+        options = RunOptions(resume=args.resume, max_steps=args.max_steps,
+                             progress=False if args.no_progress else None,
+                             base_url=args.base_url, offline=args.offline,
+                             download_dir=args.download_dir)
+        train(config, options)
+    except (ConfigError, TrainingError, CheckpointError, StructureError, DownloadError,
+            OSError) as err:  # OSError: e.g. an unwritable --output-dir or a full disk
+        print(f"train.py: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("train.py: interrupted; continue from the last checkpoint with --resume",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
