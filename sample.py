@@ -1,0 +1,15 @@
+"""Predict protein backbone structures with a trained nanoaf2-jax model.
+
+    python sample.py --checkpoint CKPT --sequence SEQ [--sequence SEQ ...] [--fasta FILE]
+                     [--num-samples N] [--seed S] [--steps 100] [--out DIR] [--format pdb|cif]
+                     [--native FILE[:CHAIN]] [--preset NAME] [--max-memory-gb GB] [--force]
+
+See `python sample.py --help`; the work is done by nanoaf2_jax/predict.py.
+"""
+
+import sys
+
+from nanoaf2_jax.predict import main
+
+if __name__ == "__main__":
+    sys.exit(main())

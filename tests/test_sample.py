@@ -1,0 +1,385 @@
+"""Sampling from the command line: golden parity, batching, output files, determinism, bad input.
+
+A tiny model with random weights saved as a reference-style .npz state_dict stands in for a
+trained checkpoint. Sequence length, sample count and step count are shared between tests where
+possible, because every new combination compiles the sampler again.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import gemmi
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nanoaf2_jax import memory, predict
+from nanoaf2_jax.config import ModelConfig
+from nanoaf2_jax.convert import (params_to_state_dict, save_state_dict, state_dict_to_params,
+                                 template_params)
+from nanoaf2_jax.residue_constants import encode_sequence
+from nanoaf2_jax.sampling import SampleNoise, sample_jit
+from nanoaf2_jax.structure_io import read_backbone, write_backbone
+
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN = Path(__file__).parent / "fixtures" / "small.npz"
+# The `tiny` preset's model, so a bare state_dict loads with --preset tiny.
+TINY = ModelConfig(c_s=32, c_z=16, c_atom=32, num_pairformer_blocks=1, num_denoise_blocks=1,
+                   pairformer_heads=4, denoise_heads=4)
+SEQ = "MKTAYIAKQRQI"  # 12 residues
+STEPS = "4"
+
+
+def random_params(config, seed=0):
+    """Random weights of every tensor (non-zero everywhere, unlike init's zero layers), made
+    without running the model: much faster than init_params on a CPU."""
+    rng = np.random.default_rng(seed)
+    return jax.tree_util.tree_map(
+        lambda x: (0.2 * rng.standard_normal(x.shape)).astype(np.float32), template_params(config))
+
+
+@pytest.fixture(scope="module")
+def tiny_params():
+    return random_params(TINY)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, tiny_params):
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.npz"
+    save_state_dict(params_to_state_dict(tiny_params), path)
+    return path
+
+
+def run_cli(capsys, *argv):
+    """main(argv) in this process (the jit cache is shared between tests): (rc, stdout, stderr)."""
+    try:
+        rc = predict.main([str(a) for a in argv])
+    except SystemExit as exc:
+        rc = exc.code
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def base_args(ckpt, out, *extra):
+    return ["--checkpoint", ckpt, "--preset", "tiny", "--steps", STEPS, "--out", out, *extra]
+
+
+def assert_one_line_error(rc, err, *fragments, progress=False):
+    """Exit status 1 and one 'error: ' line (after progress lines, if the run got that far)."""
+    assert rc == 1, err
+    lines = err.strip().splitlines()
+    if progress:
+        lines = [line for line in lines if not line.startswith("[")]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling
+# ---------------------------------------------------------------------------------------------
+
+
+def test_golden_sampling_reproduced():
+    if not GOLDEN.exists():
+        pytest.skip(f"{GOLDEN} not present")
+    z = np.load(GOLDEN)
+    config = ModelConfig.from_json(str(z["config"]))
+    params = state_dict_to_params(
+        {k[len("param/"):]: z[k] for k in z.files if k.startswith("param/")}, config)
+    noise = SampleNoise(*(jnp.asarray(z[f"sample/noise/{k}"]) for k in SampleNoise._fields))
+    assert noise.trans_steps.shape[0] + 1 == int(z["sample/num_steps"])
+    result = sample_jit(params, jnp.asarray(z["sample/sequence"]), noise, config)
+    for atom in ("N", "CA", "C"):
+        key = f"sample/coords_{atom}"
+        truth = z[f"f64/{key}"]
+        got = np.asarray(result[f"coords_{atom}"][0], np.float64)
+        # The golden pass rule: at most 20x the reference's own float32 error, or 1e-5 relative.
+        allowed = max(20 * np.abs(z[key] - truth).max(), 1e-5 * max(1.0, np.abs(truth).max()))
+        assert np.abs(got - truth).max() <= allowed, key
+
+
+def test_n_samples_in_one_call_equal_single_calls(tiny_params):
+    codes = jnp.asarray(encode_sequence(SEQ))
+    noise = predict.draw_noise((5, 0), 2, len(SEQ), 4)
+    batched = sample_jit(tiny_params, codes, noise, TINY)
+    for k in range(2):
+        one = SampleNoise(noise.rot_omega[k:k + 1], noise.rot_axis[k:k + 1],
+                          noise.trans_init[k:k + 1], noise.trans_steps[:, k:k + 1])
+        single = sample_jit(tiny_params, codes, one, TINY)
+        for key in ("coords_N", "coords_CA", "coords_C"):
+            np.testing.assert_allclose(batched[key][k], single[key][0], atol=1e-4, rtol=0)
+        np.testing.assert_allclose(batched["plddt"], single["plddt"], atol=1e-6)
+    # Samples differ from each other.
+    assert np.abs(batched["coords_CA"][0] - batched["coords_CA"][1]).max() > 1e-3
+
+
+def test_noise_of_a_sample_does_not_depend_on_num_samples():
+    three = predict.draw_noise((7, 2), 3, 9, 5)
+    one = predict.draw_noise((7, 2), 1, 9, 5)
+    for a, b in zip(three, one):
+        np.testing.assert_array_equal(np.asarray(a)[:, :1] if a.ndim == 4 else np.asarray(a)[:1], b)
+    assert three.trans_steps.shape == (4, 3, 9, 3) and three.rot_axis.shape == (3, 9, 3)
+    other_record = predict.draw_noise((7, 3), 1, 9, 5)
+    assert not np.array_equal(one.rot_omega, other_record.rot_omega)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line, end to end
+# ---------------------------------------------------------------------------------------------
+
+
+def test_cli_writes_structures_and_summary(tmp_path, ckpt, tiny_params, capsys):
+    out = tmp_path / "preds"
+    rc, stdout, stderr = run_cli(capsys, *base_args(ckpt, out, "--sequence", SEQ.lower(),
+                                                    "--num-samples", 2, "--seed", 11))
+    assert rc == 0, stderr
+    assert sorted(p.name for p in out.iterdir()) == [
+        "seq1_sample0.pdb", "seq1_sample1.pdb", "summary.json"]
+    assert "[1/1] seq1" in stderr
+    assert "seq1_sample1.pdb" in stdout and "mean pLDDT" in stdout
+
+    expected = predict.predict_codes(tiny_params, TINY, encode_sequence(SEQ),
+                                     predict.record_seed(11, 0), 2, int(STEPS))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seed"] == 11 and summary["steps"] == int(STEPS) and summary["num_samples"] == 2
+    (rec,) = summary["records"]
+    assert rec["name"] == "seq1" and rec["length"] == len(SEQ) and rec["sequence"] == SEQ
+    assert rec["mean_plddt"] == pytest.approx(100 * float(np.mean(expected["plddt"])), abs=1e-4)
+    assert [s["file"] for s in rec["samples"]] == ["seq1_sample0.pdb", "seq1_sample1.pdb"]
+
+    for k in range(2):
+        path = out / f"seq1_sample{k}.pdb"
+        st = gemmi.read_structure(str(path))
+        chain = st[0][0]
+        assert gemmi.one_letter_code([r.name for r in chain]) == SEQ
+        assert [a.name for a in chain[0]] == ["N", "CA", "C"]
+        back = read_backbone(path)
+        for atom in ("N", "CA", "C"):
+            np.testing.assert_allclose(back[f"coords_{atom}"], expected[f"coords_{atom}"][k],
+                                       atol=1e-3, rtol=0)
+        np.testing.assert_allclose(back["bfactor"], 100 * expected["plddt"], atol=0.01)
+        header = " ".join(back["header_lines"])
+        assert f"sample={k}" in header and "seed=11" in header and f"steps={STEPS}" in header
+        assert "checkpoint=" in header and "tiny.npz" in header
+
+
+def test_same_seed_same_structures(tmp_path, ckpt, capsys):
+    def coords(out):
+        return {p.name: read_backbone(p)["coords_CA"] for p in sorted(out.glob("*.pdb"))}
+
+    runs = {}
+    for name, seed, n in (("a", 1, 2), ("b", 1, 2), ("c", 2, 2), ("d", 1, 1)):
+        rc, _, err = run_cli(capsys, *base_args(ckpt, tmp_path / name, "--sequence", SEQ,
+                                                "--num-samples", n, "--seed", seed))
+        assert rc == 0, err
+        runs[name] = coords(tmp_path / name)
+    assert (tmp_path / "a" / "seq1_sample0.pdb").read_bytes() == \
+        (tmp_path / "b" / "seq1_sample0.pdb").read_bytes()
+    assert not np.allclose(runs["a"]["seq1_sample0.pdb"], runs["c"]["seq1_sample0.pdb"])
+    # Sample 0 is the same structure whether drawn alone or with others.
+    np.testing.assert_allclose(runs["d"]["seq1_sample0.pdb"], runs["a"]["seq1_sample0.pdb"],
+                               atol=2e-3)
+
+
+def test_fasta_records_names_and_cif(tmp_path, ckpt, capsys):
+    fasta = tmp_path / "in.fa"
+    fasta.write_text(f">sp|P1|FIRST some protein\n{SEQ[:6].lower()}\n  {SEQ[6:]}\n\n"
+                     f">second\n{SEQ}\n>second\n{SEQ}\n")
+    out = tmp_path / "o"
+    rc, stdout, err = run_cli(capsys, *base_args(ckpt, out, "--fasta", fasta, "--sequence", SEQ,
+                                                 "--format", "cif"))
+    assert rc == 0, err
+    names = ["sp_P1_FIRST", "second", "second_2", "seq1"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{n}_sample0.cif" for n in names] + ["summary.json"])
+    assert [r["name"] for r in json.loads((out / "summary.json").read_text())["records"]] == names
+    st = gemmi.read_structure(str(out / "sp_P1_FIRST_sample0.cif"))
+    assert gemmi.one_letter_code([r.name for r in st[0][0]]) == SEQ
+    # Records share length, samples and steps: all four come from one compiled function, and
+    # different records get different noise.
+    ca = [read_backbone(out / f"{n}_sample0.cif")["coords_CA"] for n in names]
+    assert not np.allclose(ca[1], ca[2])
+
+
+def test_native_scores_and_plot(tmp_path, ckpt, capsys):
+    native = tmp_path / "nat.pdb"
+    ca = np.stack([2.3 * np.cos(np.arange(12) * 1.75), 2.3 * np.sin(np.arange(12) * 1.75),
+                   1.5 * np.arange(12)], axis=-1)  # a helix-like CA trace
+    write_backbone(native, encode_sequence(SEQ), ca + [-0.5, 1.2, -0.6], ca, ca + [1.4, 0.3, 0.5])
+    out = tmp_path / "o"
+    rc, stdout, err = run_cli(capsys, *base_args(ckpt, out, "--native", f"{native}:A",
+                                                 "--num-samples", 2))
+    assert rc == 0, err
+    assert "TM-score" in stdout and "CA-RMSD" in stdout
+    summary = json.loads((out / "summary.json").read_text())
+    (rec,) = summary["records"]
+    assert rec["name"] == "nat" and rec["sequence"] == SEQ
+    for s in rec["samples"]:
+        assert s["ca_rmsd"] > 0 and 0 < s["tm_score"] <= 1 and 0 <= s["lddt"] <= 1
+    assert rec["tm_score_best"] == max(s["tm_score"] for s in rec["samples"])
+    assert (out / "nat.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Another length than the native's is an error.
+    rc, _, err = run_cli(capsys, *base_args(ckpt, tmp_path / "x", "--native", native,
+                                            "--sequence", SEQ + "A"))
+    assert_one_line_error(rc, err, "13 residues", "12")
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args, fragments", [
+    # Positions count residues: whitespace is skipped.
+    (["--sequence", "MKTAYIA", "--sequence", "MKT\n AZQ"], ["'seq2'", "position 5", "'Z'"]),
+    (["--sequence", "MKB"], ["'seq1'", "position 3", "'B'"]),
+    (["--sequence", "  \n "], ["'seq1'", "empty"]),
+])
+def test_bad_sequences(tmp_path, ckpt, capsys, args, fragments):
+    rc, _, err = run_cli(capsys, *base_args(ckpt, tmp_path / "o", *args))
+    assert_one_line_error(rc, err, *fragments)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("text, fragments", [
+    (">a\nMKT\n>b\n\n>c\nMK\n", ["'b'", "empty", "line 3"]),
+    (">a\nMKT\n>b desc\nMK1Q\n", ["'b'", "position 3", "'1'"]),
+    ("", ["no records"]),
+    ("\n\n", ["no records"]),
+    ("MKTAYIAK\n>a\nMKT\n", ["not a FASTA file", "line 1"]),
+    ("HEADER    PROTEIN\nATOM      1  N   MET A   1\n", ["not a FASTA file"]),
+])
+def test_bad_fasta(tmp_path, ckpt, capsys, text, fragments):
+    fasta = tmp_path / "in.fa"
+    fasta.write_text(text)
+    rc, _, err = run_cli(capsys, *base_args(ckpt, tmp_path / "o", "--fasta", fasta))
+    assert_one_line_error(rc, err, str(fasta), *fragments)
+
+
+def test_fasta_missing_or_binary(tmp_path, ckpt, capsys):
+    rc, _, err = run_cli(capsys, *base_args(ckpt, tmp_path / "o", "--fasta", tmp_path / "no.fa"))
+    assert_one_line_error(rc, err, "no.fa", "not found")
+    binary = tmp_path / "bin.fa"
+    binary.write_bytes(b"\xff\xfe\x00\x81" * 10)
+    rc, _, err = run_cli(capsys, *base_args(ckpt, tmp_path / "o", "--fasta", binary))
+    assert_one_line_error(rc, err, "bin.fa", "not a FASTA file")
+
+
+def test_bad_checkpoints(tmp_path, ckpt, capsys):
+    seq = ["--sequence", SEQ]
+    rc, _, err = run_cli(capsys, *base_args(tmp_path / "missing.npz", tmp_path / "o", *seq))
+    assert_one_line_error(rc, err, "missing.npz", "not found")
+
+    # Weights of the tiny model read as the default architecture.
+    args = base_args(ckpt, tmp_path / "o", *seq)
+    args[args.index("tiny")] = "default"
+    rc, _, err = run_cli(capsys, *args)
+    assert_one_line_error(rc, err, "tiny.npz")
+    assert "shape" in err or "missing" in err or "unexpected" in err
+
+    junk = tmp_path / "junk.npz"
+    junk.write_text("not a checkpoint")
+    rc, _, err = run_cli(capsys, *base_args(junk, tmp_path / "o", *seq))
+    assert_one_line_error(rc, err, "junk.npz")
+
+    # A valid archive of unrelated arrays.
+    other = tmp_path / "other.npz"
+    np.savez(other, foo=np.zeros(3))
+    rc, _, err = run_cli(capsys, *base_args(other, tmp_path / "o", *seq))
+    assert_one_line_error(rc, err, "other.npz", "foo")
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_options_and_no_input(tmp_path, ckpt, capsys):
+    rc, _, err = run_cli(capsys, *base_args(ckpt, tmp_path / "o"))
+    assert_one_line_error(rc, err, "nothing to predict")
+    for bad in (["--num-samples", "0"], ["--steps", "-1"], ["--seed", "x"]):
+        rc, _, err = run_cli(capsys, *base_args(ckpt, tmp_path / "o", "--sequence", SEQ, *bad))
+        assert rc == 2 and bad[0] in err  # argparse usage error
+    (tmp_path / "file").write_text("")
+    rc, _, err = run_cli(capsys, *base_args(ckpt, tmp_path / "file", "--sequence", SEQ))
+    assert_one_line_error(rc, err, "not a directory")
+
+
+def test_memory_limit_refuses_and_force_overrides(tmp_path, ckpt, capsys):
+    args = base_args(ckpt, tmp_path / "o", "--sequence", SEQ, "--max-memory-gb", "0.00001")
+    rc, _, err = run_cli(capsys, *args)
+    assert_one_line_error(rc, err, "'seq1'", "12 residues", "GiB", "--max-memory-gb", "--force")
+    assert not (tmp_path / "o").exists()
+    rc, _, err = run_cli(capsys, *args, "--force")
+    assert rc == 0, err
+
+
+def test_failed_run_leaves_nothing(tmp_path, ckpt, capsys, monkeypatch):
+    real = predict.write_backbone
+    calls = []
+
+    def failing(path, *a, **k):
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(predict, "write_backbone", failing)
+    out = tmp_path / "o"
+    rc, _, err = run_cli(capsys, *base_args(ckpt, out, "--sequence", SEQ, "--sequence", SEQ[::-1],
+                                            "--num-samples", 2))
+    assert_one_line_error(rc, err, "No space left", progress=True)
+    assert list(tmp_path.iterdir()) == [], "partial output or staging directory left behind"
+
+    # An existing output directory keeps its other files; new ones are added.
+    monkeypatch.setattr(predict, "write_backbone", real)
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    rc, _, err = run_cli(capsys, *base_args(ckpt, out, "--sequence", SEQ))
+    assert rc == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt", "seq1_sample0.pdb", "summary.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
+
+
+def test_subprocess_error_has_no_traceback(tmp_path, ckpt):
+    proc = subprocess.run(
+        [sys.executable, "sample.py", "--checkpoint", str(ckpt), "--preset", "tiny",
+         "--sequence", "MKTJ", "--out", str(tmp_path / "o")],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == ("error: record 'seq1' (--sequence): 'J' at position 4 is not "
+                                   "an amino acid (allowed: ACDEFGHIKLMNPQRSTVWYX, any case)")
+    help_proc = subprocess.run([sys.executable, "sample.py", "--help"], cwd=REPO,
+                               capture_output=True, text=True, timeout=120)
+    assert help_proc.returncode == 0
+    for option in ("--checkpoint", "--sequence", "--fasta", "--num-samples", "--seed", "--steps",
+                   "--out", "--format", "--native", "--preset", "--max-memory-gb", "--force"):
+        assert option in help_proc.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory estimate
+# ---------------------------------------------------------------------------------------------
+
+
+def test_memory_estimate_bounds_compiled_sampler(tiny_params):
+    """The formula is an upper bound on what XLA allocates for the whole sampler."""
+    for length in (40,):
+        noise = predict.draw_noise((0, 0), 2, length, 4)
+        compiled = sample_jit.lower(tiny_params, jnp.zeros(length, jnp.int32), noise,
+                                    TINY).compile()
+        analysis = compiled.memory_analysis()
+        if analysis is None:
+            pytest.skip("this backend reports no memory analysis")
+        used = analysis.temp_size_in_bytes + analysis.argument_size_in_bytes
+        estimate = memory.estimate_peak_bytes(length, TINY, num_samples=2, num_steps=4)
+        assert used <= estimate, (length, used, estimate)
+    # Cubic growth: doubling L multiplies the estimate by close to 8 at large L.
+    big = [memory.estimate_peak_bytes(n, ModelConfig(), 1, num_params=0) for n in (1000, 2000)]
+    assert 7 < big[1] / big[0] <= 8
+
+
+def test_available_memory_is_known():
+    limit, source = memory.available_memory_bytes()
+    assert limit is not None and limit > 0 and source
