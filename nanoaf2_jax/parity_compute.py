@@ -6,7 +6,6 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from . import rigid
 from .config import ModelConfig
@@ -15,8 +14,8 @@ from .diffusion import igso3_from_normals, r3_alpha_bar, so3_reverse_step
 from .losses import fape, frame_loss
 from .model import AlphaFold2
 from .sampling import SampleNoise, sample_jit
-from .training import OptimConfig, TrainNoise, loss_fn, make_optimizer, make_train_step
 from .diffusion import FrameNoise
+from .training import OptimConfig, TrainNoise, loss_fn, make_optimizer, make_train_step
 
 
 def compute_all(fx) -> dict:
