@@ -421,34 +421,25 @@ def log(message: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
-    return value
+def checked_number(kind, accept, requirement):
+    """An argparse type: parse with `kind`, then require `accept(value)` (else say `requirement`)."""
+    noun = "an integer" if kind is int else "a number"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"{text} {requirement}")
+        return value
+
+    return parse
 
 
-def seed_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"{text} is outside 0..{MAX_SEED}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
-    return value
+positive_int = checked_number(int, lambda v: v >= 1, "must be at least 1")
+seed_int = checked_number(int, lambda v: 0 <= v <= MAX_SEED, f"is outside 0..{MAX_SEED}")
+positive_float = checked_number(float, lambda v: v > 0 and math.isfinite(v), "must be a positive number")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

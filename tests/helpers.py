@@ -66,3 +66,13 @@ def run_train(cache, cwd, *args, check=True):
 
 def read_metrics(output_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def run_main(main, capsys, *argv):
+    """A CLI's main(argv) in this process (sharing the jit cache): (rc, stdout, stderr)."""
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as exc:
+        rc = exc.code
+    out = capsys.readouterr()
+    return rc, out.out, out.err

@@ -11,6 +11,7 @@ from nanoaf2_jax.config import ModelConfig
 from nanoaf2_jax.convert import params_to_state_dict, save_state_dict, template_params
 from nanoaf2_jax.residue_constants import encode_sequence
 from nanoaf2_jax.structure_io import write_backbone
+from helpers import run_main
 
 TINY = ModelConfig(c_s=32, c_z=16, c_atom=32, num_pairformer_blocks=1, num_denoise_blocks=1,
                    pairformer_heads=4, denoise_heads=4)
@@ -49,12 +50,7 @@ def ckpt(tmp_path_factory):
 
 
 def run_eval(capsys, *argv):
-    try:
-        rc = evaluate.main([str(a) for a in argv])
-    except SystemExit as exc:
-        rc = exc.code
-    out = capsys.readouterr()
-    return rc, out.out, out.err
+    return run_main(evaluate.main, capsys, *argv)
 
 
 def test_scores_of_the_native_itself_are_perfect():

@@ -23,6 +23,7 @@ from nanoaf2_jax.convert import (params_to_state_dict, save_state_dict, state_di
 from nanoaf2_jax.residue_constants import encode_sequence
 from nanoaf2_jax.sampling import SampleNoise, sample_jit
 from nanoaf2_jax.structure_io import read_backbone, write_backbone
+from helpers import run_main
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).parent / "fixtures" / "small.npz"
@@ -54,13 +55,7 @@ def ckpt(tmp_path_factory, tiny_params):
 
 
 def run_cli(capsys, *argv):
-    """main(argv) in this process (the jit cache is shared between tests): (rc, stdout, stderr)."""
-    try:
-        rc = predict.main([str(a) for a in argv])
-    except SystemExit as exc:
-        rc = exc.code
-    out = capsys.readouterr()
-    return rc, out.out, out.err
+    return run_main(predict.main, capsys, *argv)
 
 
 def base_args(ckpt, out, *extra):
