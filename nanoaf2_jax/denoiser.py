@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from .layers import GELU, LayerNorm, Linear, key_mask_bias, run_sequential, split_heads
+from .layers import GELU, LayerNorm, Linear, fused_linear, key_mask_bias, run_sequential, split_heads
 from .rigid import Rigid, axis_angle_to_rotation, compose
 
 
@@ -72,7 +72,7 @@ class DiffusionTransformerBlock(nn.Module):
 
     def attend(self, x, attn_bias, time_cond):
         h = self.adaln1(x, time_cond)
-        q, k, v = (split_heads(f(h), self.n_heads) for f in (self.to_q, self.to_k, self.to_v))
+        q, k, v = (split_heads(x, self.n_heads) for x in fused_linear(h, (self.to_q, self.to_k, self.to_v)))
         logits = jnp.einsum("bihd,bjhd->bhij", q, k) / ((self.c_atom // self.n_heads) ** 0.5)
         attn = jax.nn.softmax(logits + attn_bias, axis=-1)
         out = jnp.einsum("bhij,bjhd->bihd", attn, v).reshape(x.shape)

@@ -1,7 +1,8 @@
 """With attention_mask=True, padding cannot change what the model computes for real residues.
 
 One protein is padded to L, L+5 and L+40 (as length buckets do); trunk outputs, the denoiser's
-prediction, the losses and the gradients of the real residues must agree. Without the mask
+prediction, the losses and the gradients of the real residues must agree (exactly, up to
+rounding: checked tightly in float64, and in float32 as users run it). Without the mask
 (the reference) they must not, or the test would pass for the wrong reason.
 """
 
@@ -58,11 +59,13 @@ def outputs(params, batch, noise, attention_mask, with_grads):
             "losses": losses, "grads": grads}
 
 
-def run_padded(params, pad, attention_mask, with_grads=True):
+def run_padded(params, pad, attention_mask, with_grads=True, dtype=np.float32):
     protein = helix(L)
-    batch = {k: v[None] for k, v in pad_protein(protein, L + pad).items()}
+    batch = {k: v[None].astype(dtype) if np.issubdtype(v.dtype, np.floating) else v[None]
+             for k, v in pad_protein(protein, L + pad).items()}
+    params = jax.tree_util.tree_map(lambda x: np.asarray(x, dtype), params)
     # One draw for the longest padding, cut to each length: real residues see the same noise.
-    full = draw_train_noise(jax.random.PRNGKey(2), 1, L + max(PADDINGS))
+    full = draw_train_noise(jax.random.PRNGKey(2), 1, L + max(PADDINGS), dtype)
     noise = full._replace(frames=jax.tree_util.tree_map(lambda x: x[:, :L + pad], full.frames))
     out = jax.device_get(outputs(params, batch, noise, attention_mask, with_grads))
     # Real residues only.
@@ -72,27 +75,49 @@ def run_padded(params, pad, attention_mask, with_grads=True):
     return out
 
 
-def assert_close(a, b, tol):
+def assert_close(a, b, tol, what=""):
     """Each leaf equal up to tol × (1 + its largest magnitude): float32 sums over a padded axis
     are reordered, so an absolute error relative to the leaf's scale is what padding may cost."""
     b = dict(jax.tree_util.tree_leaves_with_path(b))
     for path, x in jax.tree_util.tree_leaves_with_path(a):
         y = b[path]
         err = np.max(np.abs(x - y)) / (1 + np.max(np.abs(y)))
-        assert err < tol, f"{jax.tree_util.keystr(path)}: scaled error {err:.2e} >= {tol}"
+        assert err < tol, f"{what}{jax.tree_util.keystr(path)}: scaled error {err:.2e} >= {tol}"
 
 
 @pytest.fixture(scope="module")
 def masked(params):
-    return {pad: run_padded(params, pad, attention_mask=True) for pad in PADDINGS}
+    return {pad: run_padded(params, pad, attention_mask=True, with_grads=False) for pad in PADDINGS}
+
+
+@pytest.fixture(scope="module")
+def masked_float64(params):
+    with jax.enable_x64(True):
+        return {pad: run_padded(params, pad, attention_mask=True, dtype=np.float64) for pad in PADDINGS}
 
 
 def test_padding_does_not_change_masked_outputs(masked):
+    # float32, as users run it: padding reorders sums (1e-7 relative), and the random weights
+    # amplify that (the denoiser's rotation angles reach tens of radians), so agreement is to
+    # about 1e-5 here; a leak through the mask moves these outputs by more than 1e-3 (last test).
+    # The exact invariance is checked in float64 below.
     unpadded = masked[0]
     for pad in PADDINGS[1:]:
         for name in ("single", "pair", "rots", "trans", "losses"):
-            assert_close(masked[pad][name], unpadded[name], 1e-5)
-        assert_close(masked[pad]["grads"], unpadded["grads"], 1e-4)
+            assert_close(masked[pad][name], unpadded[name], 1e-4, name)
+
+
+def test_padding_does_not_change_masked_gradients_float64(masked_float64):
+    # Gradients of weights shared by every residue pair (a LayerNorm bias, say) are sums of
+    # L² terms that cancel to a small result; in float32 the reordering that a longer padded
+    # axis brings (matrix-product blocking) is then of the order of the result's own rounding.
+    # In float64 rounding is ~1e-16 while padding that leaks through (no mask, as in the test
+    # below) moves them by more than 1e-3, so the invariance is checked there, tightly.
+    unpadded = masked_float64[0]
+    assert jax.tree_util.tree_leaves(unpadded["grads"])[0].dtype == np.float64
+    for pad in PADDINGS[1:]:
+        for name in ("single", "pair", "rots", "trans", "losses", "grads"):
+            assert_close(masked_float64[pad][name], unpadded[name], 1e-10, name)
 
 
 def test_padding_changes_outputs_without_the_mask(params, masked):
@@ -102,3 +127,12 @@ def test_padding_changes_outputs_without_the_mask(params, masked):
     for name in ("single", "pair", "trans"):
         assert np.max(np.abs(padded[name] - unpadded[name])) > 1e-3, name
     assert abs(padded["losses"]["loss"] - unpadded["losses"]["loss"]) > 1e-4
+
+
+def test_padding_changes_gradients_without_the_mask(params, masked_float64):
+    with jax.enable_x64(True):
+        padded = run_padded(params, PADDINGS[-1], attention_mask=False, dtype=np.float64)
+    unpadded = masked_float64[0]["grads"]
+    worst = max(np.max(np.abs(x - y)) / (1 + np.max(np.abs(y))) for x, y in
+                zip(jax.tree_util.tree_leaves(padded["grads"]), jax.tree_util.tree_leaves(unpadded)))
+    assert worst > 1e-3
