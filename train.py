@@ -17,6 +17,7 @@ import sys
 
 from configs import PRESETS, ConfigError, TrainConfig, get_preset
 from nanoaf2_jax.data import RCSB_DOWNLOAD_URL, DownloadError, StructureError, validate_pdb_id
+from nanoaf2_jax.precision import add_matmul_precision_argument, set_matmul_precision
 
 # (flag, config field, type, help). The field is TrainConfig's, ModelConfig's or Optimisation's.
 _OVERRIDES = [
@@ -133,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where the --pdb-ids are looked for and downloaded")
     run.add_argument("--base-url", default=RCSB_DOWNLOAD_URL, metavar="URL",
                      help="download from here")
+    add_matmul_precision_argument(run)
     run.add_argument("--offline", action="store_true",
                      help="never download; fail if a --pdb-ids file is missing")
     run.add_argument("--print-config", action="store_true",
@@ -188,6 +190,7 @@ def main(argv=None) -> int:
                              progress=False if args.no_progress else None,
                              base_url=args.base_url, offline=args.offline,
                              download_dir=args.download_dir)
+        set_matmul_precision(args.matmul_precision)
         train(config, options)
     except (ConfigError, TrainingError, CheckpointError, StructureError, DownloadError,
             OSError) as err:  # OSError: e.g. an unwritable --output-dir or a full disk

@@ -54,6 +54,7 @@ import numpy as np  # noqa: E402
 from nanoaf2_jax import pairformer  # noqa: E402
 from nanoaf2_jax.config import ModelConfig  # noqa: E402
 from nanoaf2_jax.model import AlphaFold2, count_parameters, init_params  # noqa: E402
+from nanoaf2_jax.precision import add_matmul_precision_argument, set_matmul_precision  # noqa: E402
 from nanoaf2_jax.sampling import NUM_SAMPLE_STEPS, draw_sample_noise, sample_jit  # noqa: E402
 from nanoaf2_jax.training import OptimConfig, draw_train_noise, make_optimizer, make_train_step  # noqa: E402
 
@@ -388,6 +389,7 @@ def build_parser():
     p.add_argument("--attention-mask", action="store_true",
                    help="time the train step with padding masked out of attention (our default recipe)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="output folder")
+    add_matmul_precision_argument(p)
     return p
 
 
@@ -395,6 +397,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     lengths = args.lengths or (QUICK_LENGTHS if args.quick else DEFAULT_LENGTHS)
     repeats = args.repeats or (2 if args.quick else 5)
+    set_matmul_precision(args.matmul_precision)
     config = ModelConfig()
     machine = machine_description()
     print(f"{machine['cpu']}, {machine['cores']} cores; jax {machine['jax']} on {machine['device']}; "
@@ -403,7 +406,7 @@ def main(argv=None) -> int:
     print(f"float32 matmul peak ({GEMM_SIZE}^3): {peak['flops_per_s'] / 1e9:.1f} GFLOP/s", flush=True)
     result = {"machine": machine, "config": config.to_dict(), "parameters": count_parameters(
         jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))), "repeats": repeats,
-        "attention_mask": args.attention_mask, "num_steps": args.num_steps, "gemm": peak, "lengths": {}}
+        "attention_mask": args.attention_mask, "matmul_precision": args.matmul_precision, "num_steps": args.num_steps, "gemm": peak, "lengths": {}}
     for L in lengths:
         r = {}
         r["train_step"] = bench_train_step(config, L, repeats, args.attention_mask)

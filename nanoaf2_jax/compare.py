@@ -602,6 +602,9 @@ def main(argv=None) -> int:
 
     if args.x64:
         jax.config.update("jax_enable_x64", True)
+    from .precision import set_matmul_precision
+
+    set_matmul_precision("highest")  # full float32 products, as torch computes them
     from .config import ModelConfig
 
     config = ModelConfig(**SMALL_CONFIG) if args.small else ModelConfig()

@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from .data import load_dataset
+from .precision import set_matmul_precision
 from .predict import (
     Record,
     add_model_arguments,
@@ -178,6 +179,7 @@ def run(args) -> list[dict]:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    set_matmul_precision(args.matmul_precision)
     with cli_errors():
         run(args)
     return 0

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .precision import set_matmul_precision
+
 # Keys that are inputs (used, not checked), by exact name or by prefix; see the golden README.
 INPUT_PREFIXES = ("param/", "batch/", "noise/", "train/noise/", "sample/noise/", "f64/")
 INPUT_KEYS = {
@@ -98,6 +100,7 @@ def run_checks(path: str, x64: bool = False, log=print) -> bool:
     import jax
 
     jax.config.update("jax_enable_x64", bool(x64))
+    set_matmul_precision("highest")  # the reference's float32 products, on GPUs too
     from . import parity_compute
 
     fx = Fixture(path, x64)

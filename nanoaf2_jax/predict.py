@@ -35,6 +35,7 @@ from . import memory
 from .config import ModelConfig
 from .data import Protein, parse_structure_spec
 from .metrics import ca_rmsd, lddt_ca, tm_score
+from .precision import add_matmul_precision_argument, set_matmul_precision
 from .residue_constants import AA_TO_IDX, AA_VOCAB, UNK_IDX, decode_sequence
 from .sampling import NUM_SAMPLE_STEPS, SampleNoise, sample_jit
 from .structure_io import atomic_write_text, write_backbone
@@ -444,6 +445,7 @@ positive_float = checked_number(float, lambda v: v > 0 and math.isfinite(v), "mu
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by sample.py and the evaluation command."""
+    add_matmul_precision_argument(parser)
     parser.add_argument(
         "--checkpoint", required=True, metavar="PATH",
         help="trained weights: an orbax run directory (its latest checkpoint is used), one "
@@ -619,6 +621,7 @@ def summary_table(summary: dict) -> str:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    set_matmul_precision(args.matmul_precision)
     with cli_errors():
         run(args)
     return 0
