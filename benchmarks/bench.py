@@ -270,16 +270,13 @@ def bench_train_step(config, length, repeats, attention_mask) -> dict:
     # the FLOPs per step are therefore counted on the same step lowered with one chunk (not
     # compiled; same operations, no loop to undercount). The compiled program's own count is
     # kept as compiled_program_flops.
-    saved = getattr(pairformer, "ROW_CHUNK_BYTES", None)
-    if saved is None:  # no chunked loop in this version of the model: the program's count is exact
-        flops = xla_flops(compiled)
-    else:
-        pairformer.ROW_CHUNK_BYTES = 2**62
-        try:
-            unchunked = make_train_step(config, optimizer, attention_mask=attention_mask, donate=False)
-            flops = xla_flops(unchunked.lower(params_shape(config), opt_state_shape(optimizer, config), batch, noise))
-        finally:
-            pairformer.ROW_CHUNK_BYTES = saved
+    saved = pairformer.ROW_CHUNK_BYTES
+    pairformer.ROW_CHUNK_BYTES = 2**62
+    try:
+        unchunked = make_train_step(config, optimizer, attention_mask=attention_mask, donate=False)
+        flops = xla_flops(unchunked.lower(params_shape(config), opt_state_shape(optimizer, config), batch, noise))
+    finally:
+        pairformer.ROW_CHUNK_BYTES = saved
     return {"compile_s": compile_s, **t, "flops": flops, "compiled_program_flops": xla_flops(compiled),
             "peak_memory_bytes": mem.bytes, "peak_memory_kind": mem.kind, "xla_memory": memory_analysis(compiled)}
 
@@ -366,10 +363,9 @@ def markdown(result: dict) -> str:
         )
     lines += [
         "",
-        ("GFLOP/step: XLA's count (cost_analysis()['flops']) for the train step lowered with the triangular "
-         "attention as one chunk, so that no loop body is counted once only; it includes the attention "
-         "recomputation of our backward pass. " if hasattr(pairformer, "ROW_CHUNK_BYTES") else
-         "GFLOP/step: XLA's count (compiled.cost_analysis()['flops']) for the compiled train step. ") +
+        "GFLOP/step: XLA's count (cost_analysis()['flops']) for the train step lowered with the triangular "
+        "attention as one chunk, so that no loop body is counted once only; it includes the attention "
+        "recomputation of our backward pass. "
         "Peak memory: " + next(iter(result["lengths"].values()))["train_step"]["peak_memory_kind"] + " during the "
         "train-step measurement. XLA temp: the train step's temporary buffers (compiled.memory_analysis()).",
     ]
