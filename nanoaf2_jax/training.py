@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from .adamw import adamw_torch
 from .config import ModelConfig
 from .diffusion import FrameNoise, draw_frame_noise, se3_forward_marginal
 from .losses import fape, frame_loss, plddt_loss
@@ -126,7 +127,7 @@ def clip_by_global_norm_torch(max_norm: float) -> optax.GradientTransformation:
 def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
     return optax.chain(
         clip_by_global_norm_torch(cfg.grad_clip),
-        optax.adamw(lr_schedule(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay),
+        adamw_torch(lr_schedule(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay),
     )
 
 
