@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 
+from .reductions import pairwise_mean, pairwise_sum
 from .rigid import Rigid, rotation_angle_between
 
 FAPE_CLAMP = 10.0
@@ -10,8 +11,9 @@ PLDDT_DISTANCE_SCALE = 15.0
 
 
 def _masked_mean(values, weights):
-    """sum(values·w) / max(sum(w), 1): the reference's normalisation for masked losses."""
-    return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+    """sum(values·w) / max(sum(w), 1): the reference's normalisation for masked losses, summed
+    pairwise so that float32 losses over B·L·L terms are as accurate on every CPU."""
+    return pairwise_sum(values * weights) / jnp.maximum(pairwise_sum(weights), 1.0)
 
 
 def _local_points(frames: Rigid, points):
@@ -31,7 +33,7 @@ def fape(pred_frames: Rigid, true_frames: Rigid, pred_ca, true_ca, mask=None, cl
     if clamp > 0:
         error = jnp.minimum(error, clamp)
     if mask is None:
-        return jnp.mean(error)
+        return pairwise_mean(error)
     m = mask.astype(error.dtype)
     return _masked_mean(error, m[:, :, None] * m[:, None, :])
 
@@ -58,7 +60,7 @@ def plddt_loss(logits, pred_ca, true_ca, mask=None):
     logp = jax.nn.log_softmax(logits, axis=-1)
     nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
     if mask is None:
-        return jnp.mean(nll)
+        return pairwise_mean(nll)
     return _masked_mean(nll, mask.astype(nll.dtype))
 
 
