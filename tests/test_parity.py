@@ -35,10 +35,10 @@ def test_golden_fixtures_pass_with_every_key_checked(x64):
     assert " 0 failed" in out and "FAIL" not in out
 
 
-def _corrupted_copy(tmp_path, mutate):
+def _corrupted_copy(tmp_path, mutate, extra=()):
     """A trimmed copy (no activations, optimiser steps or sampling, to keep it quick) with
     one change."""
-    keep = ("config", "param/", "batch/", "noise/", "loss/", "geom/")
+    keep = ("config", "param/", "batch/", "noise/", "loss/", "geom/", *extra)
     with np.load(GOLDEN[1]) as z:
         data = {k: z[k] for k in z.files if k.removeprefix("f64/").startswith(keep)}
     mutate(data)
@@ -73,3 +73,31 @@ def test_checker_reports_unreadable_fixture(tmp_path):
     rc, out = run_checker(bad)
     assert rc == 1
     assert "bad.npz" in out
+
+
+def test_nonsmooth_rule_passes_an_isolated_flip_and_still_fails_a_1e_3_scale_error(tmp_path):
+    """One copy, two planted differences in the recorded gradients (float32 and float64 moved
+    alike, so the port's unchanged result is off as a port with that error would be):
+    - a ReLU flip: one element of a tensor off by 20× the golden allowance's floor, the
+      tensor as a whole fine; the golden rule fails it, the nonsmooth rule passes it;
+    - a 1e-3 scale error of a whole tensor: both rules fail it."""
+    flipped = "grad/pairformer_blocks.0.pair_transition.linear1.weight"
+    scaled = "grad/pairformer_blocks.0.single_transition.linear2.weight"
+
+    def mutate(d):
+        for key in (flipped, scaled):
+            truth = d[f"f64/{key}"].astype(np.float64)
+            if key == flipped:
+                delta = np.zeros_like(truth)
+                delta.flat[7] = 20 * 1e-5 * max(1.0, np.abs(truth).max())
+            else:
+                delta = 1e-3 * truth
+            d[f"f64/{key}"] = truth + delta
+            d[key] = (d[key].astype(np.float64) + delta).astype(np.float32)
+
+    path = _corrupted_copy(tmp_path, mutate, extra=("grad/",))
+    rc, out = run_checker(path)
+    assert rc == 1 and f"FAIL {flipped}" in out and f"FAIL {scaled}" in out, out
+    rc, out = run_checker(path, "--rule", "nonsmooth")
+    assert rc == 1 and f"FAIL {scaled}" in out, out
+    assert f"FAIL {flipped}" not in out and f"nonsmooth {flipped}" in out, out
