@@ -51,12 +51,12 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from nanoaf2_jax import pairformer  # noqa: E402
-from nanoaf2_jax.config import ModelConfig  # noqa: E402
-from nanoaf2_jax.model import AlphaFold2, count_parameters, init_params  # noqa: E402
-from nanoaf2_jax.precision import add_matmul_precision_argument, set_matmul_precision  # noqa: E402
-from nanoaf2_jax.sampling import NUM_SAMPLE_STEPS, draw_sample_noise, sample_jit  # noqa: E402
-from nanoaf2_jax.training import OptimConfig, draw_train_noise, make_optimizer, make_train_step  # noqa: E402
+from nanoaf2_jax.model import pairformer  # noqa: E402
+from nanoaf2_jax.model.model_config import ModelConfig  # noqa: E402
+from nanoaf2_jax.model.alphafold2 import AlphaFold2, count_parameters, init_params  # noqa: E402
+from nanoaf2_jax.model.precision import add_matmul_precision_argument, set_matmul_precision  # noqa: E402
+from nanoaf2_jax.inference.sampling import NUM_SAMPLE_STEPS, draw_sample_noise, sample_jit  # noqa: E402
+from nanoaf2_jax.training.train_step import OptimConfig, draw_train_noise, make_optimizer, make_train_step  # noqa: E402
 
 DEFAULT_LENGTHS = (32, 64, 128, 200, 256)
 QUICK_LENGTHS = (32, 64)

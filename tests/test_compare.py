@@ -1,4 +1,4 @@
-"""The side-by-side comparison with the PyTorch reference (nanoaf2_jax.compare).
+"""The side-by-side comparison with the PyTorch reference (python -m nanoaf2_jax.compare).
 
 Needs torch and a checkout of the reference's alphafold2/ folder, found through the environment
 variable NANOAF2_REFERENCE_DIR (e.g. a `git archive` of github.com/sungsoo-ahn/nano-protein-ais
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nanoaf2_jax import compare
+from nanoaf2_jax.reference import compare
 
 REFERENCE_DIR = os.environ.get("NANOAF2_REFERENCE_DIR", "")
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
@@ -66,7 +66,7 @@ def test_loss_gradients_and_sampling_match_the_reference(x64):
     import jax
     import torch
 
-    from nanoaf2_jax.config import ModelConfig
+    from nanoaf2_jax.model.model_config import ModelConfig
 
     ref = compare.load_reference(REFERENCE_DIR)
     config = ModelConfig(**compare.SMALL_CONFIG)

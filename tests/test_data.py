@@ -10,7 +10,7 @@ import gemmi
 import numpy as np
 import pytest
 
-from nanoaf2_jax.data import (
+from nanoaf2_jax.data.structures import (
     REFERENCE_PDB_IDS,
     DownloadError,
     StructureError,
@@ -21,7 +21,7 @@ from nanoaf2_jax.data import (
     split_chain_spec,
     validate_pdb_id,
 )
-from nanoaf2_jax.residue_constants import AA_TO_IDX, UNK_IDX
+from nanoaf2_jax.geometry.residue_constants import AA_TO_IDX, UNK_IDX
 
 # ---------------------------------------------------------------------------
 # Hand-written PDB records

@@ -6,11 +6,12 @@ import jax
 import numpy as np
 import pytest
 
-from nanoaf2_jax import evaluate, predict
-from nanoaf2_jax.config import ModelConfig
-from nanoaf2_jax.convert import params_to_state_dict, save_state_dict, template_params
-from nanoaf2_jax.residue_constants import encode_sequence
-from nanoaf2_jax.structure_io import write_backbone
+from nanoaf2_jax.evaluation import evaluate
+from nanoaf2_jax.inference import predict
+from nanoaf2_jax.model.model_config import ModelConfig
+from nanoaf2_jax.model.convert import params_to_state_dict, save_state_dict, template_params
+from nanoaf2_jax.geometry.residue_constants import encode_sequence
+from nanoaf2_jax.inference.structure_io import write_backbone
 from helpers import run_main
 
 TINY = ModelConfig(c_s=32, c_z=16, c_atom=32, num_pairformer_blocks=1, num_denoise_blocks=1,

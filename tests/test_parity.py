@@ -28,7 +28,7 @@ def test_golden_fixtures_pass_with_every_key_checked(x64):
     assert rc == 0, out
     for path in GOLDEN:
         with np.load(path) as z:
-            from nanoaf2_jax.parity import is_output_key
+            from nanoaf2_jax.reference.parity import is_output_key
 
             n_out = sum(is_output_key(k) and np.issubdtype(z[k].dtype, np.floating) for k in z.files)
         assert f"checked {n_out} of {n_out} output float keys" in out, out

@@ -16,13 +16,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nanoaf2_jax import memory, predict
-from nanoaf2_jax.config import ModelConfig
-from nanoaf2_jax.convert import (params_to_state_dict, save_state_dict, state_dict_to_params,
+from nanoaf2_jax.inference import memory, predict
+from nanoaf2_jax.model.model_config import ModelConfig
+from nanoaf2_jax.model.convert import (params_to_state_dict, save_state_dict, state_dict_to_params,
                                  template_params)
-from nanoaf2_jax.residue_constants import encode_sequence
-from nanoaf2_jax.sampling import SampleNoise, sample_jit
-from nanoaf2_jax.structure_io import read_backbone, write_backbone
+from nanoaf2_jax.geometry.residue_constants import encode_sequence
+from nanoaf2_jax.inference.sampling import SampleNoise, sample_jit
+from nanoaf2_jax.inference.structure_io import read_backbone, write_backbone
 from helpers import run_main
 
 REPO = Path(__file__).resolve().parents[1]

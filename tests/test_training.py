@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 
 import train as train_cli
-from configs import DEFAULT_BUCKETS, ConfigError, TrainConfig, get_preset
-from nanoaf2_jax.batching import BatchPlan, filter_by_length, pad_protein, padded_length
-from nanoaf2_jax.checkpoint import checkpoints_dir, is_complete
-from nanoaf2_jax.config import ModelConfig
-from nanoaf2_jax.convert import template_params
-from nanoaf2_jax.data import REFERENCE_PDB_IDS
+from configs import get_preset
+from nanoaf2_jax.data.batching import BatchPlan, filter_by_length, pad_protein, padded_length
+from nanoaf2_jax.training.checkpoint import checkpoints_dir, is_complete
+from nanoaf2_jax.model.model_config import ModelConfig
+from nanoaf2_jax.model.convert import template_params
+from nanoaf2_jax.data.structures import REFERENCE_PDB_IDS
+from nanoaf2_jax.training.train_config import DEFAULT_BUCKETS, ConfigError, TrainConfig
 from helpers import SCHEDULE_STEPS, helix, write_pdb, two_helices, train_command, subprocess_env, run_train, read_metrics
 
 # ---------------------------------------------------------------------------------------------

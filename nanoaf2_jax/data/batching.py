@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .data import Protein
+from .structures import Protein
 
 _LOG = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import gemmi
 import numpy as np
 
-from nanoaf2_jax.residue_constants import AA_3TO1, AA_TO_IDX, UNK_IDX
+from nanoaf2_jax.geometry.residue_constants import AA_3TO1, AA_TO_IDX, UNK_IDX
 
 _LOG = logging.getLogger(__name__)
 

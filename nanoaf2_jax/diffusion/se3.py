@@ -12,7 +12,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .rigid import NORM_EPS, Rigid, axis_angle_to_rotation, rotation_angle_between, safe_norm
+from ..geometry.rigid import NORM_EPS, Rigid, axis_angle_to_rotation, rotation_angle_between, safe_norm
 
 SO3_SIGMA_MAX = 1.5
 R3_COSINE_S = 0.008

@@ -17,9 +17,9 @@ import time
 
 import numpy as np
 
-from .data import load_dataset
-from .precision import set_matmul_precision
-from .predict import (
+from ..data.structures import load_dataset
+from ..model.precision import set_matmul_precision
+from ..inference.predict import (
     Record,
     add_model_arguments,
     best_and_mean,

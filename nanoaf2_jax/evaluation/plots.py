@@ -10,8 +10,8 @@ import os
 
 import numpy as np
 
-from nanoaf2_jax.metrics import distance_map
-from nanoaf2_jax.structure_io import atomic_write_bytes
+from nanoaf2_jax.evaluation.metrics import distance_map
+from nanoaf2_jax.inference.structure_io import atomic_write_bytes
 
 
 def _import_matplotlib():

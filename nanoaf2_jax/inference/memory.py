@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 import os
 
-from .config import ModelConfig
+from ..model.model_config import ModelConfig
 
 GIB = 1024**3
 LOGIT_COPIES = 6
@@ -59,7 +59,7 @@ def parameter_count(config: ModelConfig) -> int:
     # Imported here: shapes come from an abstract init, which pulls in the whole model.
     import jax
 
-    from .convert import template_params
+    from ..model.convert import template_params
 
     return sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(template_params(config)))
 

@@ -32,11 +32,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import memory
-from .config import ModelConfig
-from .data import Protein, parse_structure_spec
-from .metrics import ca_rmsd, lddt_ca, tm_score
-from .precision import add_matmul_precision_argument, set_matmul_precision
-from .residue_constants import AA_TO_IDX, AA_VOCAB, UNK_IDX, decode_sequence
+from ..model.model_config import ModelConfig
+from ..data.structures import Protein, parse_structure_spec
+from ..evaluation.metrics import ca_rmsd, lddt_ca, tm_score
+from ..model.precision import add_matmul_precision_argument, set_matmul_precision
+from ..geometry.residue_constants import AA_TO_IDX, AA_VOCAB, UNK_IDX, decode_sequence
 from .sampling import NUM_SAMPLE_STEPS, SampleNoise, sample_jit
 from .structure_io import atomic_write_text, write_backbone
 
@@ -177,7 +177,7 @@ def load_model(checkpoint, preset: str | None = None):
     path = Path(checkpoint)
     if not path.exists():
         raise InputError(f"checkpoint {path}: not found")
-    from .checkpoint import load_for_inference  # here: orbax is only needed to load
+    from ..training.checkpoint import load_for_inference  # here: orbax is only needed to load
 
     try:
         params, config, info = load_for_inference(str(path), preset=preset)
@@ -366,7 +366,7 @@ def write_samples(stage: Path, record: Record, result: dict, fmt: str, header_ar
 
 
 def write_plot(path, record_name: str, pred_ca, native_ca, plddt, scores: dict, k: int, n: int):
-    from .plots import plot_prediction
+    from ..evaluation.plots import plot_prediction
 
     title = (f"{record_name}: sample {k} (best of {n} by TM-score)  TM {scores['tm_score']:.3f}  "
              f"CA-RMSD {scores['ca_rmsd']:.2f} Å  lDDT {scores['lddt']:.3f}")

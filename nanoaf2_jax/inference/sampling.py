@@ -11,12 +11,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .config import ModelConfig
-from .diffusion import SO3_SIGMA_MAX, igso3_from_normals, r3_alpha_bar, se3_reverse_step
-from .losses import plddt_from_logits
-from .model import AlphaFold2
-from .rigid import Rigid, backbone_from_frames
-from .training import nn_apply
+from ..model.model_config import ModelConfig
+from ..diffusion.se3 import SO3_SIGMA_MAX, igso3_from_normals, r3_alpha_bar, se3_reverse_step
+from ..model.losses import plddt_from_logits
+from ..model.alphafold2 import AlphaFold2
+from ..geometry.rigid import Rigid, backbone_from_frames
+from ..training.train_step import nn_apply
 
 NUM_SAMPLE_STEPS = 100
 

@@ -13,7 +13,7 @@ import secrets
 import gemmi
 import numpy as np
 
-from nanoaf2_jax.residue_constants import AA_1TO3, AA_3TO1, AA_TO_IDX, AA_VOCAB, UNK_IDX
+from nanoaf2_jax.geometry.residue_constants import AA_1TO3, AA_3TO1, AA_TO_IDX, AA_VOCAB, UNK_IDX
 
 BACKBONE_ATOMS = (("N", "N"), ("CA", "C"), ("C", "C"))  # (atom name, element)
 _EXT_TO_FMT = {".pdb": "pdb", ".cif": "cif", ".mmcif": "cif"}

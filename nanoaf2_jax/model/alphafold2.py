@@ -4,10 +4,10 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from .config import ModelConfig
+from .model_config import ModelConfig
 from .denoiser import Conditioning, DiffusionModule
 from .pairformer import InputEmbedding, PairformerBlock, PLDDTHead
-from .rigid import Rigid
+from ..geometry.rigid import Rigid
 
 
 class AlphaFold2(nn.Module):

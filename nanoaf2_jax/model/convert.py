@@ -12,8 +12,8 @@ import jax
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from .config import ModelConfig
-from .model import init_params
+from .model_config import ModelConfig
+from .alphafold2 import init_params
 
 _WEIGHT_LEAVES = ("kernel", "scale", "embedding")
 

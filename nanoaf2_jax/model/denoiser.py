@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from .layers import GELU, LayerNorm, Linear, fused_linear, key_mask_bias, run_sequential, split_heads
-from .rigid import Rigid, axis_angle_to_rotation, compose
+from ..geometry.rigid import Rigid, axis_angle_to_rotation, compose
 
 
 class Conditioning(NamedTuple):

@@ -3,7 +3,7 @@
 import jax
 import jax.numpy as jnp
 
-from .rigid import Rigid, rotation_angle_between
+from ..geometry.rigid import Rigid, rotation_angle_between
 
 FAPE_CLAMP = 10.0
 PLDDT_DISTANCE_SCALE = 15.0

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from .layers import LayerNorm, Linear, ReLU, fused_linear, key_mask_bias, run_sequential, split_heads
-from .residue_constants import NUM_ONE_HOT
+from ..geometry.residue_constants import NUM_ONE_HOT
 
 RELPOS_CLIP = 32
 

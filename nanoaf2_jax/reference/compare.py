@@ -205,7 +205,7 @@ def pad_batch(proteins, length: int, float_dtype=np.float32) -> dict:
 
 
 def load_proteins(data_dir) -> list[dict]:
-    from .data import load_dataset
+    from ..data.structures import load_dataset
 
     proteins = load_dataset(data_dir, min_length=20, max_length=REFERENCE_PAD_LENGTH)
     return [
@@ -272,10 +272,10 @@ def compare_numbers(ref_module, config, *, lengths=(24, 17), num_steps=100, seed
     import jax
     import jax.numpy as jnp
 
-    from .convert import params_to_state_dict, state_dict_to_params
-    from .diffusion import FrameNoise
-    from .sampling import SampleNoise, sample_jit
-    from .training import TrainNoise, loss_fn
+    from ..model.convert import params_to_state_dict, state_dict_to_params
+    from ..diffusion.se3 import FrameNoise
+    from ..inference.sampling import SampleNoise, sample_jit
+    from ..training.train_step import TrainNoise, loss_fn
 
     torch = import_torch()
     fdtype = np.float64 if x64 else np.float32
@@ -404,7 +404,7 @@ class JaxTrainer:
     def __init__(self, params, config, attention_mask: bool):
         import jax
 
-        from .training import OptimConfig, make_keyed_train_step, make_optimizer
+        from ..training.train_step import OptimConfig, make_keyed_train_step, make_optimizer
 
         self.jax = jax
         optimizer = make_optimizer(OptimConfig())
@@ -441,8 +441,8 @@ def run_timing(ref_module, config, *, lengths, repeats, num_steps, threads, epoc
     import jax
     import jax.numpy as jnp
 
-    from .convert import state_dict_to_params
-    from .sampling import sample_with_key
+    from ..model.convert import state_dict_to_params
+    from ..inference.sampling import sample_with_key
 
     torch = import_torch()
     torch.manual_seed(seed)
@@ -602,10 +602,10 @@ def main(argv=None) -> int:
 
     if args.x64:
         jax.config.update("jax_enable_x64", True)
-    from .precision import set_matmul_precision
+    from ..model.precision import set_matmul_precision
 
     set_matmul_precision("highest")  # full float32 products, as torch computes them
-    from .config import ModelConfig
+    from ..model.model_config import ModelConfig
 
     config = ModelConfig(**SMALL_CONFIG) if args.small else ModelConfig()
     threads = args.threads or available_cores()

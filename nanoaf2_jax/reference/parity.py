@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .precision import set_matmul_precision
+from ..model.precision import set_matmul_precision
 
 # Keys that are inputs (used, not checked), by exact name or by prefix; see the golden README.
 INPUT_PREFIXES = ("param/", "batch/", "noise/", "train/noise/", "sample/noise/", "f64/")

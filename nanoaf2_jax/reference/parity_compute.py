@@ -7,15 +7,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import rigid
-from .config import ModelConfig
-from .convert import params_to_state_dict, state_dict_to_params
-from .diffusion import igso3_from_normals, r3_alpha_bar, so3_reverse_step
-from .losses import fape, frame_loss
-from .model import AlphaFold2
-from .sampling import SampleNoise, sample_jit
-from .diffusion import FrameNoise
-from .training import OptimConfig, TrainNoise, loss_fn, make_optimizer, make_train_step
+from ..geometry import rigid
+from ..model.model_config import ModelConfig
+from ..model.convert import params_to_state_dict, state_dict_to_params
+from ..diffusion.se3 import igso3_from_normals, r3_alpha_bar, so3_reverse_step
+from ..model.losses import fape, frame_loss
+from ..model.alphafold2 import AlphaFold2
+from ..inference.sampling import SampleNoise, sample_jit
+from ..diffusion.se3 import FrameNoise
+from ..training.train_step import OptimConfig, TrainNoise, loss_fn, make_optimizer, make_train_step
 
 
 def compute_all(fx) -> dict:
@@ -94,7 +94,7 @@ def resolve_module(bound, torch_path: str):
 
 
 def _call(module, args):
-    from .layers import run_sequential
+    from ..model.layers import run_sequential
 
     if isinstance(module, (tuple, list)):
         (x,) = args

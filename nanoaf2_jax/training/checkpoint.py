@@ -24,8 +24,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from .config import ModelConfig
-from .convert import ConversionError, load_state_dict, state_dict_to_params, template_params
+from ..model.model_config import ModelConfig
+from ..model.convert import ConversionError, load_state_dict, state_dict_to_params, template_params
 
 _LOG = logging.getLogger(__name__)
 

@@ -1,10 +1,9 @@
-"""Named training recipes: `reference` (the PyTorch train.py exactly), `default` (same model and
-hyperparameters, but padding masked out of attention and proteins padded to length buckets)
-and `tiny` (a small model for smoke runs and tests).
+"""The training configuration: `TrainConfig`, what a run computes (model, optimisation, data,
+padding, schedule, logging), validated on construction and serialised into every checkpoint.
 
-A recipe is a frozen `TrainConfig`; `get_preset(name)` returns one and `dataclasses.replace`
-(or `TrainConfig.override`) derives variants. Everything here is plain data: the training
-loop lives in nanoaf2_jax/trainer.py.
+The named recipes built from it (`reference`, `default`, `tiny`) are plain data in the
+repository's top-level configs.py; `dataclasses.replace` (or `TrainConfig.override`) derives
+variants. The training loop lives in trainer.py.
 """
 
 from __future__ import annotations
@@ -12,9 +11,9 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from nanoaf2_jax.config import ModelConfig
-from nanoaf2_jax.data import REFERENCE_PDB_IDS, validate_pdb_id
-from nanoaf2_jax.training import OptimConfig
+from ..data.structures import REFERENCE_PDB_IDS, validate_pdb_id
+from ..model.model_config import ModelConfig
+from .train_step import OptimConfig
 
 # Length buckets of the `default` recipe. A protein is padded to the smallest edge >= its length,
 # so a bucket compiles once and padding wastes at most ~45% of a short protein (whose steps are
@@ -149,38 +148,3 @@ class TrainConfig:
         except (TypeError, ValueError) as err:  # ModelConfig's own checks, unknown names
             raise ConfigError(str(err)) from None
 
-
-# ---------------------------------------------------------------------------------------------
-# Presets
-# ---------------------------------------------------------------------------------------------
-
-_REFERENCE = TrainConfig(
-    pad_to=200,
-    buckets=None,
-    attention_mask=False,
-    keep_checkpoints=3,  # the reference keeps every checkpoint; ours also hold optimiser state
-    output_dir="outputs/reference",
-)
-
-_DEFAULT = TrainConfig()
-
-# Small enough that a CPU step takes milliseconds. The higher lr makes a single short protein
-# overfit in a few hundred steps (tests/test_training.py relies on it).
-_TINY = TrainConfig(
-    model=ModelConfig(c_s=32, c_z=16, c_atom=32, num_pairformer_blocks=1, num_denoise_blocks=1,
-                      denoise_heads=4),
-    optimisation=Optimisation(lr=1e-2),
-    epochs=20,
-    log_every=10,
-    checkpoint_every_epochs=5,
-    output_dir="outputs/tiny",
-)
-
-PRESETS: dict[str, TrainConfig] = {"reference": _REFERENCE, "default": _DEFAULT, "tiny": _TINY}
-
-
-def get_preset(name: str) -> TrainConfig:
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None

@@ -14,11 +14,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from .config import ModelConfig
-from .diffusion import FrameNoise, draw_frame_noise, se3_forward_marginal
-from .losses import fape, frame_loss, plddt_loss
-from .model import AlphaFold2
-from .rigid import backbone_from_frames, frames_from_backbone
+from ..model.model_config import ModelConfig
+from ..diffusion.se3 import FrameNoise, draw_frame_noise, se3_forward_marginal
+from ..model.losses import fape, frame_loss, plddt_loss
+from ..model.alphafold2 import AlphaFold2
+from ..geometry.rigid import backbone_from_frames, frames_from_backbone
 
 
 class TrainNoise(NamedTuple):

@@ -25,14 +25,14 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from configs import TrainConfig
+from .train_config import TrainConfig
 
-from .batching import BatchPlan, filter_by_length
+from ..data.batching import BatchPlan, filter_by_length
 from .checkpoint import TrainCheckpointer, checkpoints_dir, latest_complete, read_meta
-from .convert import params_to_state_dict, save_state_dict
-from .data import RCSB_DOWNLOAD_URL, Protein, ensure_pdb_files, load_dataset, parse_structure
-from .model import count_parameters, init_params
-from .training import lr_schedule, make_keyed_train_step, make_optimizer
+from ..model.convert import params_to_state_dict, save_state_dict
+from ..data.structures import RCSB_DOWNLOAD_URL, Protein, ensure_pdb_files, load_dataset, parse_structure
+from ..model.alphafold2 import count_parameters, init_params
+from .train_step import lr_schedule, make_keyed_train_step, make_optimizer
 
 _LOG = logging.getLogger("nanoaf2_jax.train")
 

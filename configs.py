@@ -1,0 +1,45 @@
+"""Named training recipes: `reference` (the PyTorch train.py exactly), `default` (same model and
+hyperparameters, but padding masked out of attention and proteins padded to length buckets)
+and `tiny` (a small model for smoke runs and tests).
+
+A recipe is a frozen `TrainConfig` (nanoaf2_jax/training/train_config.py); `get_preset(name)`
+returns one and `dataclasses.replace` (or `TrainConfig.override`) derives variants. Everything
+here is plain data: the library never imports this file, and the training loop lives in
+nanoaf2_jax/training/trainer.py.
+"""
+
+from __future__ import annotations
+
+from nanoaf2_jax.model.model_config import ModelConfig
+from nanoaf2_jax.training.train_config import ConfigError, Optimisation, TrainConfig
+
+_REFERENCE = TrainConfig(
+    pad_to=200,
+    buckets=None,
+    attention_mask=False,
+    keep_checkpoints=3,  # the reference keeps every checkpoint; ours also hold optimiser state
+    output_dir="outputs/reference",
+)
+
+_DEFAULT = TrainConfig()
+
+# Small enough that a CPU step takes milliseconds. The higher lr makes a single short protein
+# overfit in a few hundred steps (tests/test_training.py relies on it).
+_TINY = TrainConfig(
+    model=ModelConfig(c_s=32, c_z=16, c_atom=32, num_pairformer_blocks=1, num_denoise_blocks=1,
+                      denoise_heads=4),
+    optimisation=Optimisation(lr=1e-2),
+    epochs=20,
+    log_every=10,
+    checkpoint_every_epochs=5,
+    output_dir="outputs/tiny",
+)
+
+PRESETS: dict[str, TrainConfig] = {"reference": _REFERENCE, "default": _DEFAULT, "tiny": _TINY}
+
+
+def get_preset(name: str) -> TrainConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None

@@ -1,0 +1,2 @@
+"""Pure geometry: rigid frames as a pytree (compose, invert, apply, Rodrigues, frames <->
+backbone) and residue constants. jax.numpy only: no Flax, no I/O, nothing else of the package."""
