@@ -10,7 +10,7 @@ nanoaf2_jax/training/trainer.py.
 
 from __future__ import annotations
 
-from nanoaf2_jax.model.model_config import ModelConfig
+from nanoaf2_jax.model.model_config import MODEL_PRESETS
 from nanoaf2_jax.training.train_config import ConfigError, Optimisation, TrainConfig
 
 _REFERENCE = TrainConfig(
@@ -26,8 +26,7 @@ _DEFAULT = TrainConfig()
 # Small enough that a CPU step takes milliseconds. The higher lr makes a single short protein
 # overfit in a few hundred steps (tests/test_training.py relies on it).
 _TINY = TrainConfig(
-    model=ModelConfig(c_s=32, c_z=16, c_atom=32, num_pairformer_blocks=1, num_denoise_blocks=1,
-                      denoise_heads=4),
+    model=MODEL_PRESETS["tiny"],  # the package names each preset's architecture (state_dicts)
     optimisation=Optimisation(lr=1e-2),
     epochs=20,
     log_every=10,

@@ -42,3 +42,22 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+# The architecture of each training preset in the repository's configs.py, by the preset's name.
+# A bare state_dict (.pt/.npz) carries no config, so loading one for inference takes its model
+# from here (`--preset NAME`); the package itself never imports configs.py.
+MODEL_PRESETS: dict[str, ModelConfig] = {
+    "reference": ModelConfig(),
+    "default": ModelConfig(),
+    # Small enough that a CPU step takes milliseconds: smoke runs and tests.
+    "tiny": ModelConfig(c_s=32, c_z=16, c_atom=32, num_pairformer_blocks=1, num_denoise_blocks=1,
+                        denoise_heads=4),
+}
+
+
+def model_preset(name: str) -> ModelConfig:
+    try:
+        return MODEL_PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(MODEL_PRESETS)}") from None

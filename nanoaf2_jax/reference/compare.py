@@ -47,7 +47,6 @@ import numpy as np
 # their lengths, in the order of its train.py's PDB_IDS.
 REFERENCE_PROTEIN_LENGTHS = (46, 76, 56, 20, 36, 54, 60, 53)
 REFERENCE_PAD_LENGTH = 200  # the reference pads every protein to MAX_SEQ_LEN
-FALLBACK_BUCKETS = (32, 48, 64, 80, 96, 128, 160, 200)  # configs.DEFAULT_BUCKETS
 SMALL_CONFIG = dict(c_s=32, c_z=16, c_atom=32, num_pairformer_blocks=2, pairformer_heads=4,
                     num_denoise_blocks=2, denoise_heads=4)
 EXIT_UNAVAILABLE = 2
@@ -428,12 +427,9 @@ def bucket_length(length: int, buckets) -> int:
 
 
 def default_buckets():
-    try:
-        from configs import DEFAULT_BUCKETS  # the repository's recipes (top-level module)
+    from ..training.train_config import DEFAULT_BUCKETS  # the `default` recipe's buckets
 
-        return tuple(DEFAULT_BUCKETS)
-    except ImportError:
-        return FALLBACK_BUCKETS
+    return tuple(DEFAULT_BUCKETS)
 
 
 def run_timing(ref_module, config, *, lengths, repeats, num_steps, threads, epoch, data_dir,

@@ -24,7 +24,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from ..model.model_config import ModelConfig
+from ..model.model_config import ModelConfig, model_preset
 from ..model.convert import ConversionError, load_state_dict, state_dict_to_params, template_params
 
 _LOG = logging.getLogger(__name__)
@@ -221,12 +221,7 @@ def _load_state_dict_file(path: Path, preset: str):
     if not path.name.lower().endswith(_STATE_DICT_SUFFIXES):
         raise CheckpointError(f"{path}: not a checkpoint (expected a run or step directory, "
                               f"or a state_dict ending in {', '.join(_STATE_DICT_SUFFIXES)})")
-    try:
-        from configs import get_preset  # top-level module: importable from the repository root
-    except ImportError as err:
-        raise CheckpointError(f"{path}: a state_dict needs configs.py's presets for its model "
-                              f"config; run from the repository root") from err
-    config = get_preset(preset).model
+    config = model_preset(preset)
     try:
         state_dict = load_state_dict(path)
     # numpy and torch raise many kinds of errors on a damaged file (zipfile, pickle, ...).
