@@ -36,12 +36,12 @@ def test_unknown_precision_is_refused_with_the_choices(restore_precision):
 
 def test_command_lines_default_to_full_precision():
     import train
-    from nanoaf2_jax.inference import predict
+    from nanoaf2_jax.cli import sample
 
     assert DEFAULT_MATMUL_PRECISION == "highest"
     assert train.build_parser().parse_args([]).matmul_precision == "highest"
-    args = predict.build_parser().parse_args(["--checkpoint", "x", "--sequence", "ACD"])
+    args = sample.build_parser().parse_args(["--checkpoint", "x", "--sequence", "ACD"])
     assert args.matmul_precision == "highest"
-    args = predict.build_parser().parse_args(["--checkpoint", "x", "--sequence", "ACD",
-                                              "--matmul-precision", "tensorfloat32"])
+    args = sample.build_parser().parse_args(["--checkpoint", "x", "--sequence", "ACD",
+                                             "--matmul-precision", "tensorfloat32"])
     assert args.matmul_precision == "tensorfloat32"

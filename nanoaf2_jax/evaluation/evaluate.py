@@ -8,39 +8,22 @@ CA lDDT, each as the best and the mean over samples, and the mean pLDDT. Writes 
 evaluation.md (the table), evaluation.json (every sample's scores), {protein}.png (distance
 maps and pLDDT of the best sample by TM-score) and that sample's structure
 {protein}_sample{k}.pdb. Files appear only when the whole evaluation succeeds.
+
+The command line is cli/evaluate.py; `run(args)` takes its parsed arguments.
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 
 from ..data.structures import load_dataset
-from ..model.precision import set_matmul_precision
-from ..inference.predict import (
-    Record,
-    add_model_arguments,
-    best_and_mean,
-    best_sample,
-    describe_checkpoint,
-    check_memory,
-    cli_errors,
-    format_value,
-    load_model,
-    log,
-    positive_int,
-    predict_codes,
-    record_from_protein,
-    record_seed,
-    score_prediction,
-    staged_output,
-    unique_names,
-    write_json,
-    write_plot,
-    write_samples,
-)
+from ..inference.output import (describe_checkpoint, format_value, log, staged_output, write_json,
+                                write_samples)
+from ..inference.predict import check_memory, load_model, predict_codes, record_seed
+from ..inference.records import Record, record_from_protein, unique_names
+from .scoring import best_and_mean, best_sample, score_prediction, write_plot
 
 COLUMNS = [
     # (header, key, digits)
@@ -52,30 +35,6 @@ COLUMNS = [
     ("lDDT mean", "lddt_mean", 3),
     ("mean pLDDT", "mean_plddt", 1),
 ]
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m nanoaf2_jax.evaluate",
-        description=(
-            "Predict every protein in a directory of PDB/mmCIF files from its own sequence\n"
-            "(first chain with a backbone) and score the samples against the native chain:\n"
-            "CA-RMSD after Kabsch superposition, TM-score normalised by the native length and\n"
-            "CA lDDT (best and mean over samples), and mean pLDDT.\n\n"
-            "Writes to --out: evaluation.md (the table), evaluation.json (all samples' scores),\n"
-            "{protein}.png and {protein}_sample{k}.pdb for the best sample by TM-score."),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--data-dir", required=True, metavar="DIR",
-                        help="directory of structure files (.pdb .ent .cif .mmcif, optionally .gz)")
-    parser.add_argument("--min-length", type=positive_int, default=1, metavar="L",
-                        help="skip proteins shorter than this (default: %(default)s)")
-    parser.add_argument("--max-length", type=positive_int, default=None, metavar="L",
-                        help="skip proteins longer than this (default: no limit)")
-    add_model_arguments(parser)
-    parser.add_argument("--out", default="evaluation", metavar="DIR",
-                        help="output directory (default: %(default)s)")
-    return parser
 
 
 def evaluate_record(params, config, record: Record, native_ca, seed, num_samples: int,
@@ -175,15 +134,3 @@ def run(args) -> list[dict]:
     print(markdown_table(entries))
     log(f"wrote evaluation.md, evaluation.json and {len(entries)} PNG(s) to {args.out}")
     return entries
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    set_matmul_precision(args.matmul_precision)
-    with cli_errors():
-        run(args)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
