@@ -18,7 +18,7 @@ import sys
 from configs import PRESETS, get_preset
 from nanoaf2_jax.data.structures import RCSB_DOWNLOAD_URL, DownloadError, StructureError, validate_pdb_id
 from nanoaf2_jax.model.precision import add_matmul_precision_argument, set_matmul_precision
-from nanoaf2_jax.training.train_config import ConfigError, TrainConfig
+from nanoaf2_jax.training.train_config import ConfigError, TrainConfig, TrainingError
 
 # (flag, config field, type, help). The field is TrainConfig's, ModelConfig's or Optimisation's.
 _OVERRIDES = [
@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
     """Preset (or, with --resume, the checkpoint's config) plus the options given."""
-    from nanoaf2_jax.training.trainer import saved_config
+    from nanoaf2_jax.training.run_state import saved_config
 
     fields = {field for _, options in _OVERRIDES for _, field, _, _ in options}
     given = {k: v for k, v in vars(args).items() if k in fields}
@@ -178,7 +178,7 @@ def main(argv=None) -> int:
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # "no TPU" notices
 
     from nanoaf2_jax.training.checkpoint import CheckpointError
-    from nanoaf2_jax.training.trainer import RunOptions, TrainingError, train
+    from nanoaf2_jax.training.trainer import RunOptions, train
 
     try:
         config = resolve_config(args)

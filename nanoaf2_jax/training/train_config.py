@@ -1,5 +1,6 @@
 """The training configuration: `TrainConfig`, what a run computes (model, optimisation, data,
-padding, schedule, logging), validated on construction and serialised into every checkpoint.
+padding, schedule, logging), validated on construction and serialised into every checkpoint, and the two errors of a run:
+ConfigError (an invalid config) and TrainingError (a run that cannot start or go on).
 
 The named recipes built from it (`reference`, `default`, `tiny`) are plain data in the
 repository's top-level configs.py; `dataclasses.replace` (or `TrainConfig.override`) derives
@@ -25,6 +26,10 @@ DEFAULT_BUCKETS = (32, 48, 64, 80, 96, 128, 160, 200)
 
 class ConfigError(ValueError):
     """An invalid training configuration; the message names the field and the value."""
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or go on; the message says why and what to do."""
 
 
 @dataclasses.dataclass(frozen=True)
