@@ -16,7 +16,8 @@ import logging
 import sys
 
 from configs import PRESETS, get_preset
-from nanoaf2_jax.data.structures import RCSB_DOWNLOAD_URL, DownloadError, StructureError, validate_pdb_id
+from nanoaf2_jax.data.download import RCSB_DOWNLOAD_URL, DownloadError, validate_pdb_id
+from nanoaf2_jax.data.structures import StructureError
 from nanoaf2_jax.model.precision import add_matmul_precision_argument, set_matmul_precision
 from nanoaf2_jax.training.train_config import ConfigError, TrainConfig, TrainingError
 

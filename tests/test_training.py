@@ -20,7 +20,7 @@ from nanoaf2_jax.data.batching import BatchPlan, filter_by_length, pad_protein, 
 from nanoaf2_jax.training.checkpoint import checkpoints_dir, is_complete
 from nanoaf2_jax.model.model_config import MODEL_PRESETS, ModelConfig
 from nanoaf2_jax.model.convert import template_params
-from nanoaf2_jax.data.structures import REFERENCE_PDB_IDS
+from nanoaf2_jax.data.download import REFERENCE_PDB_IDS
 from nanoaf2_jax.training.train_config import DEFAULT_BUCKETS, ConfigError, TrainConfig
 from helpers import SCHEDULE_STEPS, helix, write_pdb, two_helices, train_command, subprocess_env, run_train, read_metrics
 

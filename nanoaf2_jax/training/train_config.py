@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from ..data.structures import REFERENCE_PDB_IDS, validate_pdb_id
+from ..data.download import REFERENCE_PDB_IDS, validate_pdb_id
 from ..model.model_config import ModelConfig
 from .train_step import OptimConfig
 

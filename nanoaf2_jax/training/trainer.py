@@ -25,7 +25,8 @@ import jax
 from tqdm import tqdm
 
 from ..data.batching import BatchPlan, filter_by_length
-from ..data.structures import RCSB_DOWNLOAD_URL, Protein, ensure_pdb_files, load_dataset, parse_structure
+from ..data.download import RCSB_DOWNLOAD_URL, ensure_pdb_files
+from ..data.structures import Protein, load_dataset, parse_structure
 from ..model.alphafold2 import count_parameters
 from ..model.convert import params_to_state_dict, save_state_dict
 from .metrics_log import METRICS_FILE, MetricsLog, StepMetrics
