@@ -61,8 +61,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="structure file format (default: %(default)s)")
     parser.add_argument(
         "--max-memory-gb", type=positive_float, metavar="GB",
-        help="refuse sequences whose estimated peak memory (see nanoaf2_jax/inference/memory.py) exceeds "
-             "this; default: the memory available now (accelerator memory, or MemAvailable)")
+        help="refuse sequences whose estimated peak memory (see nanoaf2_jax/inference/memory.py) "
+             "exceeds this; default: the memory available now (accelerator memory, or "
+             "MemAvailable)")
     parser.add_argument("--force", action="store_true",
                         help="sample even when the memory estimate exceeds the limit")
 
