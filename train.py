@@ -5,7 +5,7 @@
     python train.py --preset tiny --data-dir DIR   # a small model on every structure in DIR
     python train.py --preset tiny --resume         # continue outputs/tiny from its last checkpoint
 
-The recipes are in configs.py; the loop in nanoaf2_jax/trainer.py.
+The recipes are in configs.py; the loop in nanoaf2_jax/training/trainer.py.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ import dataclasses
 import logging
 import sys
 
-from configs import PRESETS, ConfigError, TrainConfig, get_preset
-from nanoaf2_jax.data import RCSB_DOWNLOAD_URL, DownloadError, StructureError, validate_pdb_id
-from nanoaf2_jax.precision import add_matmul_precision_argument, set_matmul_precision
+from configs import PRESETS, get_preset
+from nanoaf2_jax.data.download import RCSB_DOWNLOAD_URL, DownloadError, validate_pdb_id
+from nanoaf2_jax.data.structures import StructureError
+from nanoaf2_jax.model.precision import add_matmul_precision_argument, set_matmul_precision
+from nanoaf2_jax.training.train_config import ConfigError, TrainConfig, TrainingError
 
 # (flag, config field, type, help). The field is TrainConfig's, ModelConfig's or Optimisation's.
 _OVERRIDES = [
@@ -155,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
     """Preset (or, with --resume, the checkpoint's config) plus the options given."""
-    from nanoaf2_jax.trainer import saved_config
+    from nanoaf2_jax.training.run_state import saved_config
 
     fields = {field for _, options in _OVERRIDES for _, field, _, _ in options}
     given = {k: v for k, v in vars(args).items() if k in fields}
@@ -176,8 +178,8 @@ def main(argv=None) -> int:
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-save chatter
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # "no TPU" notices
 
-    from nanoaf2_jax.checkpoint import CheckpointError
-    from nanoaf2_jax.trainer import RunOptions, TrainingError, train
+    from nanoaf2_jax.training.checkpoint import CheckpointError
+    from nanoaf2_jax.training.trainer import RunOptions, train
 
     try:
         config = resolve_config(args)

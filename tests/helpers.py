@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nanoaf2_jax.data import Protein
-from nanoaf2_jax.structure_io import write_backbone
+from nanoaf2_jax.data.structures import Protein
+from nanoaf2_jax.inference.structure_io import write_backbone
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEDULE_STEPS = 200  # every run below: proteins × epochs = 200, so they share one compilation

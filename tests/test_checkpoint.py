@@ -10,7 +10,7 @@ import pytest
 
 import train as train_cli
 from configs import get_preset
-from nanoaf2_jax.checkpoint import (
+from nanoaf2_jax.training.checkpoint import (
     CheckpointError,
     TrainCheckpointer,
     checkpoints_dir,
@@ -18,7 +18,7 @@ from nanoaf2_jax.checkpoint import (
     load_for_inference,
     scan,
 )
-from nanoaf2_jax.convert import params_to_state_dict, save_state_dict, template_params
+from nanoaf2_jax.model.convert import params_to_state_dict, save_state_dict, template_params
 from helpers import SCHEDULE_STEPS, helix, write_pdb, two_helices, run_train, read_metrics
 
 TINY = get_preset("tiny").model

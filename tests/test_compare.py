@@ -1,4 +1,4 @@
-"""The side-by-side comparison with the PyTorch reference (nanoaf2_jax.compare).
+"""The side-by-side comparison with the PyTorch reference (python -m nanoaf2_jax.compare).
 
 Needs torch and a checkout of the reference's alphafold2/ folder, found through the environment
 variable NANOAF2_REFERENCE_DIR (e.g. a `git archive` of github.com/sungsoo-ahn/nano-protein-ais
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from nanoaf2_jax import compare
+from nanoaf2_jax.cli import compare as compare_cli
+from nanoaf2_jax.reference import compare, torch_reference
 
 REFERENCE_DIR = os.environ.get("NANOAF2_REFERENCE_DIR", "")
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
@@ -23,8 +24,8 @@ needs_reference = pytest.mark.skipif(
 
 
 def test_missing_reference_dir_exits_2_with_a_message(tmp_path, capsys):
-    rc = compare.main(["--reference-dir", str(tmp_path / "nowhere"), "--skip-timing"])
-    assert rc == compare.EXIT_UNAVAILABLE
+    rc = compare_cli.main(["--reference-dir", str(tmp_path / "nowhere"), "--skip-timing"])
+    assert rc == compare_cli.EXIT_UNAVAILABLE
     err = capsys.readouterr().err
     # Without torch the tool says that first; with torch it names the missing model.py.
     assert ("model.py" in err) or ("torch" in err)
@@ -33,14 +34,14 @@ def test_missing_reference_dir_exits_2_with_a_message(tmp_path, capsys):
 @pytest.mark.skipif(HAVE_TORCH, reason="torch is installed")
 def test_missing_torch_exits_2_with_a_message(tmp_path, capsys):
     (tmp_path / "model.py").write_text("class AlphaFold2: pass\n")
-    assert compare.main(["--reference-dir", str(tmp_path), "--skip-timing"]) == compare.EXIT_UNAVAILABLE
+    assert compare_cli.main(["--reference-dir", str(tmp_path), "--skip-timing"]) == compare_cli.EXIT_UNAVAILABLE
     assert "torch" in capsys.readouterr().err
 
 
 @needs_reference
 def test_a_folder_without_the_reference_model_is_refused(tmp_path, capsys):
     (tmp_path / "model.py").write_text("x = 1\n")
-    assert compare.main(["--reference-dir", str(tmp_path), "--skip-timing"]) == compare.EXIT_UNAVAILABLE
+    assert compare_cli.main(["--reference-dir", str(tmp_path), "--skip-timing"]) == compare_cli.EXIT_UNAVAILABLE
     assert "AlphaFold2" in capsys.readouterr().err
 
 
@@ -48,13 +49,13 @@ def test_a_folder_without_the_reference_model_is_refused(tmp_path, capsys):
 def test_scripted_draws_replace_the_reference_randomness():
     import numpy as np
 
-    ref = compare.load_reference(REFERENCE_DIR)
+    ref = torch_reference.load_reference(REFERENCE_DIR)
     draws = [np.full((2,), 0.25, np.float32), np.ones((2, 3), np.float32)]
-    with compare.scripted_draws(ref, draws):
+    with torch_reference.scripted_draws(ref, draws):
         assert ref.torch.rand(2).tolist() == [0.25, 0.25]
         assert ref.torch.randn(2, 3).sum().item() == 6.0
     with pytest.raises(RuntimeError, match="used 0 of 1"):
-        with compare.scripted_draws(ref, draws[:1]):
+        with torch_reference.scripted_draws(ref, draws[:1]):
             pass
 
 
@@ -66,9 +67,9 @@ def test_loss_gradients_and_sampling_match_the_reference(x64):
     import jax
     import torch
 
-    from nanoaf2_jax.config import ModelConfig
+    from nanoaf2_jax.model.model_config import ModelConfig
 
-    ref = compare.load_reference(REFERENCE_DIR)
+    ref = torch_reference.load_reference(REFERENCE_DIR)
     config = ModelConfig(**compare.SMALL_CONFIG)
     old_dtype = torch.get_default_dtype()
     with jax.enable_x64(x64):
@@ -87,7 +88,7 @@ def test_loss_gradients_and_sampling_match_the_reference(x64):
 
 @needs_reference
 def test_timing_runs_and_prints_ratio_lines(capsys):
-    rc = compare.main([
+    rc = compare_cli.main([
         "--reference-dir", REFERENCE_DIR, "--small", "--skip-numbers", "--lengths", "16",
         "--repeats", "1", "--num-steps", "3", "--skip-epoch",
     ])

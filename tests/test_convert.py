@@ -7,8 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from nanoaf2_jax.config import ModelConfig
-from nanoaf2_jax.convert import (
+from nanoaf2_jax.model.model_config import ModelConfig
+from nanoaf2_jax.model.convert import (
     ConversionError,
     load_state_dict,
     params_to_state_dict,
@@ -18,7 +18,7 @@ from nanoaf2_jax.convert import (
     template_params,
     torch_name_to_path,
 )
-from nanoaf2_jax.model import count_parameters, init_params
+from nanoaf2_jax.model.alphafold2 import count_parameters, init_params
 
 FIXTURE = Path(__file__).parent / "fixtures" / "small.npz"
 

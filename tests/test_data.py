@@ -10,18 +10,15 @@ import gemmi
 import numpy as np
 import pytest
 
-from nanoaf2_jax.data import (
-    REFERENCE_PDB_IDS,
-    DownloadError,
+from nanoaf2_jax.data.download import REFERENCE_PDB_IDS, DownloadError, ensure_pdb_files, validate_pdb_id
+from nanoaf2_jax.data.structures import (
     StructureError,
-    ensure_pdb_files,
     load_dataset,
     parse_structure,
     parse_structure_spec,
     split_chain_spec,
-    validate_pdb_id,
 )
-from nanoaf2_jax.residue_constants import AA_TO_IDX, UNK_IDX
+from nanoaf2_jax.geometry.residue_constants import AA_TO_IDX, UNK_IDX
 
 # ---------------------------------------------------------------------------
 # Hand-written PDB records

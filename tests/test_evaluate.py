@@ -6,11 +6,12 @@ import jax
 import numpy as np
 import pytest
 
-from nanoaf2_jax import evaluate, predict
-from nanoaf2_jax.config import ModelConfig
-from nanoaf2_jax.convert import params_to_state_dict, save_state_dict, template_params
-from nanoaf2_jax.residue_constants import encode_sequence
-from nanoaf2_jax.structure_io import write_backbone
+from nanoaf2_jax.cli import evaluate
+from nanoaf2_jax.evaluation import scoring
+from nanoaf2_jax.model.model_config import ModelConfig
+from nanoaf2_jax.model.convert import params_to_state_dict, save_state_dict, template_params
+from nanoaf2_jax.geometry.residue_constants import encode_sequence
+from nanoaf2_jax.inference.structure_io import write_backbone
 from helpers import run_main
 
 TINY = ModelConfig(c_s=32, c_z=16, c_atom=32, num_pairformer_blocks=1, num_denoise_blocks=1,
@@ -56,11 +57,11 @@ def run_eval(capsys, *argv):
 def test_scores_of_the_native_itself_are_perfect():
     _, ca, _ = helix_backbone(30)
     rotated = ca @ np.array([[0, -1, 0], [1, 0, 0], [0, 0, 1.0]]).T + 5.0
-    s = predict.score_prediction(rotated, ca)
+    s = scoring.score_prediction(rotated, ca)
     assert s["ca_rmsd"] == pytest.approx(0, abs=1e-6)
     assert s["tm_score"] == pytest.approx(1, abs=1e-6)
     assert s["lddt"] == pytest.approx(1, abs=1e-9)
-    both = predict.best_and_mean([s, {"ca_rmsd": 2.0, "tm_score": 0.5, "lddt": 0.25}])
+    both = scoring.best_and_mean([s, {"ca_rmsd": 2.0, "tm_score": 0.5, "lddt": 0.25}])
     assert both["ca_rmsd_best"] == pytest.approx(0, abs=1e-6) and both["ca_rmsd_mean"] == pytest.approx(1)
     assert both["tm_score_best"] == pytest.approx(1) and both["lddt_mean"] == pytest.approx(0.625)
 

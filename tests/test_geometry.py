@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nanoaf2_jax import rigid
-from nanoaf2_jax.diffusion import (
+from nanoaf2_jax.geometry import rigid
+from nanoaf2_jax.diffusion.se3 import (
     igso3_from_normals,
     r3_alpha_bar,
     r3_reverse_step,
@@ -15,8 +15,8 @@ from nanoaf2_jax.diffusion import (
     so3_reverse_step,
     draw_frame_noise,
 )
-from nanoaf2_jax.losses import fape, frame_loss, plddt_loss
-from nanoaf2_jax.residue_constants import IDEAL_CA_C_DIST, IDEAL_N_CA_C_ANGLE, IDEAL_N_CA_DIST
+from nanoaf2_jax.model.losses import fape, frame_loss, plddt_loss
+from nanoaf2_jax.geometry.residue_constants import IDEAL_CA_C_DIST, IDEAL_N_CA_C_ANGLE, IDEAL_N_CA_DIST
 
 
 def random_rotations(key, shape):

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 
 from configs import get_preset
-from nanoaf2_jax.batching import pad_protein
-from nanoaf2_jax.convert import template_params
-from nanoaf2_jax.diffusion import se3_forward_marginal
-from nanoaf2_jax.model import AlphaFold2
-from nanoaf2_jax.rigid import frames_from_backbone
-from nanoaf2_jax.training import draw_train_noise, loss_fn, nn_apply
+from nanoaf2_jax.data.batching import pad_protein
+from nanoaf2_jax.model.convert import template_params
+from nanoaf2_jax.diffusion.se3 import se3_forward_marginal
+from nanoaf2_jax.model.alphafold2 import AlphaFold2
+from nanoaf2_jax.geometry.rigid import frames_from_backbone
+from nanoaf2_jax.training.train_step import draw_train_noise, loss_fn, nn_apply
 from helpers import helix
 
 L = 21

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from nanoaf2_jax.metrics import (
+from nanoaf2_jax.evaluation.metrics import (
     apply_transform,
     ca_rmsd,
     distance_map,

@@ -9,8 +9,8 @@ import numpy as np
 import optax
 import pytest
 
-from nanoaf2_jax.adamw import adamw_torch
-from nanoaf2_jax.training import OptimConfig, lr_schedule, make_optimizer
+from nanoaf2_jax.training.adamw import adamw_torch
+from nanoaf2_jax.training.train_step import OptimConfig, lr_schedule, make_optimizer
 
 
 def torch_adamw_float64(p, grads, lrs, b1=0.9, b2=0.999, eps=1e-8, wd=0.01):
@@ -73,7 +73,7 @@ def test_first_step_has_learning_rate_zero_and_schedule_reaches_zero():
 def test_clipping_scales_to_the_reference_norm():
     cfg = OptimConfig(learning_rate=1.0, warmup_steps=0, total_steps=10, weight_decay=0.0, grad_clip=1.0)
     clip = make_optimizer(cfg).init  # noqa: F841 (the chain builds)
-    from nanoaf2_jax.training import clip_by_global_norm_torch
+    from nanoaf2_jax.training.train_step import clip_by_global_norm_torch
 
     g = {"a": jnp.full(4, 3.0), "b": jnp.full(1, 4.0)}  # global norm sqrt(36 + 16)
     out, _ = clip_by_global_norm_torch(1.0).update(g, optax.EmptyState())

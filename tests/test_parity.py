@@ -27,7 +27,7 @@ def run_checker(*args):
 def assert_every_key_checked_and_passed(paths, out):
     for path in paths:
         with np.load(path) as z:
-            from nanoaf2_jax.parity import is_output_key
+            from nanoaf2_jax.reference.parity import is_output_key
 
             n_out = sum(is_output_key(k) and np.issubdtype(z[k].dtype, np.floating) for k in z.files)
         assert f"checked {n_out} of {n_out} output float keys" in out, out

@@ -7,8 +7,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from nanoaf2_jax.layers import matmul_last
-from nanoaf2_jax.precision import DEFAULT_MATMUL_PRECISION, set_matmul_precision
+from nanoaf2_jax.model.layers import matmul_last
+from nanoaf2_jax.model.precision import DEFAULT_MATMUL_PRECISION, set_matmul_precision
 
 
 @pytest.fixture
@@ -36,12 +36,12 @@ def test_unknown_precision_is_refused_with_the_choices(restore_precision):
 
 def test_command_lines_default_to_full_precision():
     import train
-    from nanoaf2_jax import predict
+    from nanoaf2_jax.cli import sample
 
     assert DEFAULT_MATMUL_PRECISION == "highest"
     assert train.build_parser().parse_args([]).matmul_precision == "highest"
-    args = predict.build_parser().parse_args(["--checkpoint", "x", "--sequence", "ACD"])
+    args = sample.build_parser().parse_args(["--checkpoint", "x", "--sequence", "ACD"])
     assert args.matmul_precision == "highest"
-    args = predict.build_parser().parse_args(["--checkpoint", "x", "--sequence", "ACD",
-                                              "--matmul-precision", "tensorfloat32"])
+    args = sample.build_parser().parse_args(["--checkpoint", "x", "--sequence", "ACD",
+                                             "--matmul-precision", "tensorfloat32"])
     assert args.matmul_precision == "tensorfloat32"

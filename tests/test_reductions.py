@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nanoaf2_jax.reductions import pairwise_mean, pairwise_sum
+from nanoaf2_jax.model.reductions import pairwise_mean, pairwise_sum
 
 
 @pytest.mark.parametrize("shape", [(1,), (7,), (3, 24, 24), (2, 200, 200)])

@@ -16,13 +16,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nanoaf2_jax import memory, predict
-from nanoaf2_jax.config import ModelConfig
-from nanoaf2_jax.convert import (params_to_state_dict, save_state_dict, state_dict_to_params,
+from nanoaf2_jax.cli import sample
+from nanoaf2_jax.inference import memory, output, predict
+from nanoaf2_jax.model.model_config import ModelConfig
+from nanoaf2_jax.model.convert import (params_to_state_dict, save_state_dict, state_dict_to_params,
                                  template_params)
-from nanoaf2_jax.residue_constants import encode_sequence
-from nanoaf2_jax.sampling import SampleNoise, sample_jit
-from nanoaf2_jax.structure_io import read_backbone, write_backbone
+from nanoaf2_jax.geometry.residue_constants import encode_sequence
+from nanoaf2_jax.inference.sampling import SampleNoise, sample_jit
+from nanoaf2_jax.inference.structure_io import read_backbone, write_backbone
 from helpers import run_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +56,7 @@ def ckpt(tmp_path_factory, tiny_params):
 
 
 def run_cli(capsys, *argv):
-    return run_main(predict.main, capsys, *argv)
+    return run_main(sample.main, capsys, *argv)
 
 
 def base_args(ckpt, out, *extra):
@@ -310,7 +311,7 @@ def test_memory_limit_refuses_and_force_overrides(tmp_path, ckpt, capsys):
 
 
 def test_failed_run_leaves_nothing(tmp_path, ckpt, capsys, monkeypatch):
-    real = predict.write_backbone
+    real = output.write_backbone
     calls = []
 
     def failing(path, *a, **k):
@@ -319,7 +320,7 @@ def test_failed_run_leaves_nothing(tmp_path, ckpt, capsys, monkeypatch):
             raise OSError(28, "No space left on device")
         return real(path, *a, **k)
 
-    monkeypatch.setattr(predict, "write_backbone", failing)
+    monkeypatch.setattr(output, "write_backbone", failing)
     out = tmp_path / "o"
     rc, _, err = run_cli(capsys, *base_args(ckpt, out, "--sequence", SEQ, "--sequence", SEQ[::-1],
                                             "--num-samples", 2))
@@ -327,7 +328,7 @@ def test_failed_run_leaves_nothing(tmp_path, ckpt, capsys, monkeypatch):
     assert list(tmp_path.iterdir()) == [], "partial output or staging directory left behind"
 
     # An existing output directory keeps its other files; new ones are added.
-    monkeypatch.setattr(predict, "write_backbone", real)
+    monkeypatch.setattr(output, "write_backbone", real)
     out.mkdir()
     (out / "keep.txt").write_text("x")
     rc, _, err = run_cli(capsys, *base_args(ckpt, out, "--sequence", SEQ))

@@ -3,9 +3,9 @@ import os
 import numpy as np
 import pytest
 
-from nanoaf2_jax import structure_io
-from nanoaf2_jax.residue_constants import UNK_IDX
-from nanoaf2_jax.structure_io import read_backbone, write_backbone
+from nanoaf2_jax.inference import structure_io
+from nanoaf2_jax.geometry.residue_constants import UNK_IDX
+from nanoaf2_jax.inference.structure_io import read_backbone, write_backbone
 
 HEADER = ["nanoaf2-jax checkpoint=ckpt/step_1000 seed=7 steps=200", "sampler=euler"]
 
@@ -114,7 +114,7 @@ def test_pdb_refuses_coordinates_it_cannot_hold(tmp_path):
 
 def test_plot_prediction(tmp_path):
     pytest.importorskip("matplotlib")
-    from nanoaf2_jax.plots import plot_prediction
+    from nanoaf2_jax.evaluation.plots import plot_prediction
 
     _, _, ca, _, plddt = synthetic_backbone(length=40)
     pred = ca + np.random.default_rng(1).normal(scale=1.0, size=ca.shape)

@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 
 import train as train_cli
-from configs import DEFAULT_BUCKETS, ConfigError, TrainConfig, get_preset
-from nanoaf2_jax.batching import BatchPlan, filter_by_length, pad_protein, padded_length
-from nanoaf2_jax.checkpoint import checkpoints_dir, is_complete
-from nanoaf2_jax.config import ModelConfig
-from nanoaf2_jax.convert import template_params
-from nanoaf2_jax.data import REFERENCE_PDB_IDS
+from configs import PRESETS, get_preset
+from nanoaf2_jax.data.batching import BatchPlan, filter_by_length, pad_protein, padded_length
+from nanoaf2_jax.training.checkpoint import checkpoints_dir, is_complete
+from nanoaf2_jax.model.model_config import MODEL_PRESETS, ModelConfig
+from nanoaf2_jax.model.convert import template_params
+from nanoaf2_jax.data.download import REFERENCE_PDB_IDS
+from nanoaf2_jax.training.train_config import DEFAULT_BUCKETS, ConfigError, TrainConfig
 from helpers import SCHEDULE_STEPS, helix, write_pdb, two_helices, train_command, subprocess_env, run_train, read_metrics
 
 # ---------------------------------------------------------------------------------------------
@@ -50,6 +51,14 @@ def test_default_preset_differs_from_reference_only_in_padding():
 def test_tiny_preset_is_small():
     params = template_params(get_preset("tiny").model)
     assert sum(x.size for x in jax.tree_util.tree_leaves(params)) < 100_000
+
+
+def test_the_package_names_every_preset_s_architecture():
+    """A bare state_dict loads with --preset NAME through model/model_config.py's MODEL_PRESETS
+    (the package never imports configs.py); each must be its training preset's model."""
+    assert set(MODEL_PRESETS) == set(PRESETS)
+    for name, preset in PRESETS.items():
+        assert MODEL_PRESETS[name] == preset.model, name
 
 
 def test_config_json_round_trip_and_overrides():

@@ -1,0 +1,46 @@
+"""The evaluation command (`python -m nanoaf2_jax.evaluate`): its arguments; the evaluation
+they drive is evaluation/evaluate.py."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..evaluation.evaluate import run
+from ..model.precision import set_matmul_precision
+from .options import add_model_arguments, cli_errors, positive_int
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m nanoaf2_jax.evaluate",
+        description=(
+            "Predict every protein in a directory of PDB/mmCIF files from its own sequence\n"
+            "(first chain with a backbone) and score the samples against the native chain:\n"
+            "CA-RMSD after Kabsch superposition, TM-score normalised by the native length and\n"
+            "CA lDDT (best and mean over samples), and mean pLDDT.\n\n"
+            "Writes to --out: evaluation.md (the table), evaluation.json (all samples' scores),\n"
+            "{protein}.png and {protein}_sample{k}.pdb for the best sample by TM-score."),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--data-dir", required=True, metavar="DIR",
+                        help="directory of structure files (.pdb .ent .cif .mmcif, optionally .gz)")
+    parser.add_argument("--min-length", type=positive_int, default=1, metavar="L",
+                        help="skip proteins shorter than this (default: %(default)s)")
+    parser.add_argument("--max-length", type=positive_int, default=None, metavar="L",
+                        help="skip proteins longer than this (default: no limit)")
+    add_model_arguments(parser)
+    parser.add_argument("--out", default="evaluation", metavar="DIR",
+                        help="output directory (default: %(default)s)")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    set_matmul_precision(args.matmul_precision)
+    with cli_errors():
+        run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

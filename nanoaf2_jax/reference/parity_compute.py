@@ -1,0 +1,180 @@
+"""Recompute a golden fixture's outputs with the port: geometry, each recorded module alone,
+losses, gradients, optimiser steps and the full sampling run. Used by parity.py."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..geometry import rigid
+from ..model.model_config import ModelConfig
+from ..model.convert import params_to_state_dict, state_dict_to_params
+from ..diffusion.se3 import igso3_from_normals, r3_alpha_bar, so3_reverse_step
+from ..model.losses import fape, frame_loss
+from ..model.alphafold2 import AlphaFold2
+from ..inference.sampling import SampleNoise, sample_jit
+from ..diffusion.se3 import FrameNoise
+from ..training.train_step import OptimConfig, TrainNoise, loss_fn, make_optimizer, make_train_step
+
+
+def compute_all(fx) -> dict:
+    config = ModelConfig.from_json(str(fx.z["config"]))
+    params = state_dict_to_params(
+        {k[len("param/"):]: fx.input(k) for k in fx.keys if k.startswith("param/")}, config, fx.dtype
+    )
+    out = {}
+    out.update(geometry(fx))
+    out.update(activations(fx, config, params))
+    if "loss/loss" in fx.keys or any(k.startswith("grad/") for k in fx.keys):
+        out.update(loss_and_grads(fx, config, params))
+    if "train/losses" in fx.keys:
+        out.update(optimiser_steps(fx, config, params))
+    if "sample/coords_CA" in fx.keys:
+        out.update(sampling(fx, config, params))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _batch(fx, prefix="batch/"):
+    return {k[len(prefix):]: jnp.asarray(fx.input(k)) for k in fx.keys if k.startswith(prefix)}
+
+
+# ---------------------------------------------------------------------------------------------
+# geom/*
+# ---------------------------------------------------------------------------------------------
+
+
+def geometry(fx) -> dict:
+    keys = fx.keys
+    g = lambda k: jnp.asarray(fx.input(f"geom/{k}"))
+    out = {}
+    if "geom/axis_angle" in keys:
+        out["geom/axis_angle_rotation"] = rigid.axis_angle_to_rotation(g("axis_angle"))
+    if "geom/igso3_sigma" in keys:
+        out["geom/igso3_rotation"] = igso3_from_normals(g("igso3_sigma"), g("igso3_omega_normal"), g("igso3_axis_normal"))
+    if "geom/r3_alpha_bar_t" in keys:
+        out["geom/r3_alpha_bar"] = r3_alpha_bar(g("r3_alpha_bar_t"))
+    if "batch/coords_CA" not in keys:
+        return out
+    b = _batch(fx)
+    local = rigid.frames_from_backbone(b["coords_N"], b["coords_CA"], b["coords_C"])
+    out["geom/local_frame_rots"], out["geom/local_frame_trans"] = local
+    out["geom/backbone_N"], out["geom/backbone_CA"], out["geom/backbone_C"] = rigid.backbone_from_frames(local)
+    flip = lambda x: jnp.flip(x, axis=1)
+    reversed_local = rigid.frames_from_backbone(flip(b["coords_N"]), flip(b["coords_CA"]), flip(b["coords_C"]))
+    out["geom/compose_rots"], out["geom/compose_trans"] = rigid.compose(local, reversed_local)
+    out["geom/invert_rots"], out["geom/invert_trans"] = rigid.invert(local)
+    if "geom/apply_points" in keys:
+        out["geom/apply_out"] = rigid.apply(local, g("apply_points"))
+    if "geom/fape_pred_rots" in keys:
+        pred = rigid.Rigid(g("fape_pred_rots"), g("fape_pred_trans"))
+        out["geom/fape_pred_ca"] = rigid.backbone_from_frames(pred)[1]
+        pred_ca, true_ca, mask = g("fape_pred_ca"), b["coords_CA"], b["mask"]
+        out["geom/fape_masked"] = fape(pred, local, pred_ca, true_ca, mask)
+        out["geom/fape_unmasked"] = fape(pred, local, pred_ca, true_ca)
+        out["geom/frame_loss_trans"], out["geom/frame_loss_rot"] = frame_loss(pred, local, mask)
+        out["geom/so3_reverse"] = so3_reverse_step(pred.rots, local.rots, 0.6, 0.59)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# act/MODULE/*: each recorded module run alone on its recorded inputs
+# ---------------------------------------------------------------------------------------------
+
+# Modules whose first two recorded inputs are one rigid transform (rots, then trans).
+_RIGID_INPUT_MODULES = re.compile(r"^diffusion_module$")
+
+
+def resolve_module(bound, torch_path: str):
+    """Walk a bound Flax model along a reference module path ('pairformer_blocks.0.tri_out')."""
+    obj = bound
+    for part in torch_path.split("."):
+        obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
+    return obj
+
+
+def _call(module, args):
+    from ..model.layers import run_sequential
+
+    if isinstance(module, (tuple, list)):
+        (x,) = args
+        return run_sequential(module, x)
+    return module(*args)
+
+
+def activations(fx, config, params) -> dict:
+    modules = sorted({k.split("/")[1] for k in fx.keys if k.startswith("act/")})
+    model = AlphaFold2(config)
+    out = {}
+    for name in modules:
+        n_in = sum(1 for k in fx.keys if re.fullmatch(rf"act/{re.escape(name)}/in\d+", k))
+        n_out = sum(1 for k in fx.keys if re.fullmatch(rf"act/{re.escape(name)}/out\d+", k))
+        args = [jnp.asarray(fx.input(f"act/{name}/in{i}")) for i in range(n_in)]
+        if _RIGID_INPUT_MODULES.match(name):
+            args = [rigid.Rigid(args[0], args[1]), *args[2:]]
+
+        def run(m, args=args, name=name):
+            return _call(resolve_module(m, name), args)
+
+        result = jax.jit(lambda p, run=run: model.apply({"params": p}, method=run))(params)
+        leaves = jax.tree_util.tree_leaves(result)
+        if len(leaves) != n_out:
+            raise ValueError(f"act/{name}: port returns {len(leaves)} outputs, fixture has {n_out}")
+        for i, leaf in enumerate(leaves):
+            out[f"act/{name}/out{i}"] = leaf
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# loss/*, grad/*, train/*
+# ---------------------------------------------------------------------------------------------
+
+
+def _train_noise(fx, prefix, index=None):
+    pick = (lambda x: x) if index is None else (lambda x: x[index])
+    get = lambda k: jnp.asarray(pick(fx.input(prefix + k)))
+    return TrainNoise(get("t"), FrameNoise(get("rot_omega"), get("rot_axis"), get("trans")))
+
+
+def loss_and_grads(fx, config, params) -> dict:
+    batch = _batch(fx)
+    noise = _train_noise(fx, "noise/")
+    grad_fn = jax.jit(jax.grad(lambda p: loss_fn(p, batch, noise, config), has_aux=True))
+    grads, metrics = grad_fn(params)
+    out = {f"loss/{k}": v for k, v in metrics.items()}
+    out.update({f"grad/{k}": v for k, v in params_to_state_dict(grads).items()})
+    return out
+
+
+def optimiser_steps(fx, config, params) -> dict:
+    batch = _batch(fx)
+    # Settings are stored as float32 (0.003 -> 0.0030000000261); the reference ran with the
+    # decimal value, which is the shortest decimal that rounds to the stored float32.
+    scalar = lambda k: float(str(fx.z[f"train/{k}"].item() if fx.z[f"train/{k}"].dtype.kind == "i" else np.float32(fx.z[f"train/{k}"])))
+    opt_cfg = OptimConfig(
+        learning_rate=scalar("learning_rate"), weight_decay=scalar("weight_decay"),
+        warmup_steps=int(scalar("warmup_steps")), total_steps=int(scalar("schedule_steps")),
+        grad_clip=scalar("grad_clip"),
+    )
+    optimizer = make_optimizer(opt_cfg)
+    step = make_train_step(config, optimizer, donate=False)
+    opt_state = optimizer.init(params)
+    losses = []
+    for i in range(fx.z["train/noise/t"].shape[0]):
+        params, opt_state, metrics = step(params, opt_state, batch, _train_noise(fx, "train/noise/", i))
+        losses.append(metrics["loss"])
+    out = {"train/losses": jnp.stack(losses)}
+    out.update({f"train/param/{k}": v for k, v in params_to_state_dict(params).items()})
+    return out
+
+
+def sampling(fx, config, params) -> dict:
+    get = lambda k: jnp.asarray(fx.input(f"sample/noise/{k}"))
+    noise = SampleNoise(get("rot_omega"), get("rot_axis"), get("trans_init"), get("trans_steps"))
+    num_steps = int(fx.z["sample/num_steps"]) if "sample/num_steps" in fx.keys else noise.trans_steps.shape[0] + 1
+    if noise.trans_steps.shape[0] != num_steps - 1:
+        raise ValueError(f"sample/noise/trans_steps has {noise.trans_steps.shape[0]} steps, expected {num_steps - 1}")
+    result = sample_jit(params, jnp.asarray(fx.input("sample/sequence")), noise, config)
+    out = {f"sample/{k}": v[0] for k, v in result.items() if k != "plddt"}
+    out["sample/plddt"] = result["plddt"]
+    return out

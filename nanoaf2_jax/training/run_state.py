@@ -1,0 +1,112 @@
+"""A run's state across processes: fresh parameters or those of its latest checkpoint, the
+checkpoints themselves with everything an exact resume needs (the data-order generator's state,
+the PRNG key, the dataset's fingerprint, the full config), and the checks that a resumed run
+is the same run.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from ..model.alphafold2 import init_params
+from .checkpoint import TrainCheckpointer, checkpoints_dir, latest_complete, read_meta
+from .train_config import TrainConfig, TrainingError
+
+# Config fields a resumed run may change: they do not affect what is computed.
+RESUMABLE_CHANGES = ("log_every", "checkpoint_every_epochs", "keep_checkpoints")
+
+
+def dataset_fingerprint(proteins) -> list:
+    return [[p.name, p.chain, p.length] for p in proteins]
+
+
+def saved_config(output_dir) -> TrainConfig:
+    """The config of the latest complete checkpoint in `output_dir` (for --resume)."""
+    latest = latest_complete(checkpoints_dir(output_dir))
+    if latest is None:
+        raise TrainingError(f"{output_dir}: no complete checkpoint to resume from "
+                            f"(looked in {checkpoints_dir(output_dir)})")
+    return TrainConfig.from_dict(read_meta(latest)["config"])
+
+
+def _check_resumable(config: TrainConfig, meta: dict, fingerprint: list, step_dir: Path):
+    saved, given = meta["config"], config.to_dict()
+    # Directories may have moved; the dataset fingerprint below checks the proteins instead.
+    ignored = (*RESUMABLE_CHANGES, "output_dir", "data_dir")
+    changed = [k for k in given if k not in ignored and given[k] != saved.get(k)]
+    if changed:
+        diffs = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, given {given[k]!r}" for k in changed)
+        raise TrainingError(
+            f"{step_dir}: a resumed run must keep its config ({diffs}); only "
+            f"{', '.join(RESUMABLE_CHANGES)} may change")
+    if meta["dataset"] != fingerprint:
+        raise TrainingError(f"{step_dir}: the proteins differ from those the run was trained on "
+                            f"({len(meta['dataset'])} then, {len(fingerprint)} now)")
+
+
+class RunState:
+    """Where a run starts (step 0 or its latest checkpoint) and each checkpoint it saves."""
+
+    def __init__(self, config: TrainConfig, optimizer, fingerprint: list, steps_per_epoch: int,
+                 total_steps: int, out: Path, log):
+        self.config, self.optimizer, self.log = config, optimizer, log
+        self.fingerprint = fingerprint
+        self.spe, self.total_steps = steps_per_epoch, total_steps
+        self.out = out
+        self.ckpt = TrainCheckpointer(out, config.keep_checkpoints, log)
+        self.last_checkpoint: Path | None = None
+
+    def initial_state(self, resume: bool):
+        """params, opt_state, train_key, data rng (at the start of the epoch holding `step`), step."""
+        base_key = jax.random.PRNGKey(self.config.seed)
+        init_key, train_key = jax.random.split(base_key)
+        rng = np.random.default_rng(self.config.seed)
+
+        def init(key):
+            params = init_params(self.config.model, key)
+            return params, self.optimizer.init(params)
+
+        latest = self.ckpt.latest_step()
+        if not resume:
+            if latest is not None:
+                raise TrainingError(
+                    f"{self.ckpt.dir} already holds checkpoints (latest: step {latest}): pass "
+                    f"--resume to continue that run, or choose another --output-dir")
+            # One compiled call: op-by-op initialisation compiles every op separately (slower).
+            params, opt_state = jax.jit(init)(init_key)
+            return params, opt_state, train_key, rng, 0
+        if latest is None:
+            raise TrainingError(f"{self.out}: no complete checkpoint to resume from")
+        step_dir = self.ckpt.step_dir(latest)
+        params, opt_state = jax.eval_shape(init, init_key)  # shapes only: restored below
+        params, opt_state, meta = self.ckpt.restore(latest, params, opt_state)
+        _check_resumable(self.config, meta, self.fingerprint, step_dir)
+        rng.bit_generator.state = meta["data_rng_state"]
+        train_key = np.asarray(meta["train_key"], dtype=np.uint32)
+        self.last_checkpoint = step_dir
+        self.log.info("resuming from %s (step %d, epoch %d)", step_dir, latest, meta["epoch"])
+        return params, opt_state, train_key, rng, latest
+
+    def save(self, step, params, opt_state, rng_state, train_key):
+        if self.ckpt.latest_step() == step:
+            return
+        meta = {
+            "epoch": step // self.spe,
+            "steps_per_epoch": self.spe,
+            "total_steps": self.total_steps,
+            # Generator state before drawing the order of the epoch that holds `step`.
+            "data_rng_state": rng_state,
+            "train_key": [int(x) for x in np.asarray(jax.device_get(train_key))],
+            "dataset": self.fingerprint,
+            "config": self.config.to_dict(),
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        self.last_checkpoint = self.ckpt.save(step, params, opt_state, meta)
+        self.log.info("saved checkpoint %s", self.last_checkpoint)
+
+    def close(self):
+        self.ckpt.close()

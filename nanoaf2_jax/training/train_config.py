@@ -1,0 +1,155 @@
+"""The training configuration: `TrainConfig`, what a run computes (model, optimisation, data,
+padding, schedule, logging), validated on construction and serialised into every checkpoint, and the two errors of a run:
+ConfigError (an invalid config) and TrainingError (a run that cannot start or go on).
+
+The named recipes built from it (`reference`, `default`, `tiny`) are plain data in the
+repository's top-level configs.py; `dataclasses.replace` (or `TrainConfig.override`) derives
+variants. The training loop lives in trainer.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from ..data.download import REFERENCE_PDB_IDS, validate_pdb_id
+from ..model.model_config import ModelConfig
+from .train_step import OptimConfig
+
+# Length buckets of the `default` recipe. A protein is padded to the smallest edge >= its length,
+# so a bucket compiles once and padding wastes at most ~45% of a short protein (whose steps are
+# cheap anyway) and ~25% above 96 residues, where the O(L^3) triangular updates dominate.
+# Eight edges bound the number of compilations at eight; the reference's 8 proteins (20 to 76
+# residues) use four of them.
+DEFAULT_BUCKETS = (32, 48, 64, 80, 96, 128, 160, 200)
+
+
+class ConfigError(ValueError):
+    """An invalid training configuration; the message names the field and the value."""
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or go on; the message says why and what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimisation:
+    lr: float = 3e-3
+    weight_decay: float = 0.01  # torch.optim.AdamW's default, which the reference relies on
+    warmup_steps: int = 10
+    grad_clip: float = 1.0
+
+    def optim_config(self, total_steps: int) -> OptimConfig:
+        """The optimiser for a run of `total_steps` steps (the cosine decays to 0 at its end)."""
+        return OptimConfig(
+            learning_rate=self.lr,
+            weight_decay=self.weight_decay,
+            warmup_steps=self.warmup_steps,
+            total_steps=total_steps,
+            grad_clip=self.grad_clip,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    model: ModelConfig = ModelConfig()
+    optimisation: Optimisation = Optimisation()
+    epochs: int = 1000
+    batch_size: int = 1
+    # Every batch padded to this length (the reference: 200). Takes precedence over buckets.
+    pad_to: int | None = None
+    # Length-bucket edges: a batch is padded to the smallest edge holding its longest protein.
+    # With neither pad_to nor buckets, a batch is padded to its longest protein.
+    buckets: tuple[int, ...] | None = DEFAULT_BUCKETS
+    # Mask padding out of attention and triangular updates too (not only out of the losses).
+    attention_mask: bool = True
+    min_length: int = 20
+    max_length: int = 200
+    seed: int = 42
+    log_every: int = 50
+    checkpoint_every_epochs: int = 10
+    keep_checkpoints: int = 3
+    # Structures to download into data/pdb and train on; ignored when data_dir is set.
+    pdb_ids: tuple[str, ...] = tuple(REFERENCE_PDB_IDS)
+    # Train on every structure file in this directory instead (nothing is downloaded).
+    data_dir: str | None = None
+    output_dir: str = "outputs/default"
+
+    def __post_init__(self):
+        positive = ("epochs", "batch_size", "min_length", "max_length", "log_every",
+                    "checkpoint_every_epochs", "keep_checkpoints")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.max_length < self.min_length:
+            raise ConfigError(f"max_length {self.max_length} is below min_length {self.min_length}")
+        if self.pad_to is not None and self.pad_to < self.max_length:
+            raise ConfigError(
+                f"pad_to {self.pad_to} is shorter than max_length {self.max_length}: "
+                "proteins up to max_length must fit")
+        if self.buckets is not None:
+            buckets = tuple(self.buckets)
+            if not buckets or any(not isinstance(b, int) or b < 1 for b in buckets):
+                raise ConfigError(f"buckets must be positive integers, got {self.buckets!r}")
+            object.__setattr__(self, "buckets", tuple(sorted(set(buckets))))
+        opt = self.optimisation
+        if not opt.lr > 0 or opt.weight_decay < 0 or opt.warmup_steps < 0 or not opt.grad_clip > 0:
+            raise ConfigError(f"invalid optimisation settings: {opt}")
+        try:
+            ids = tuple(validate_pdb_id(i) for i in self.pdb_ids)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        object.__setattr__(self, "pdb_ids", ids)
+
+    # -- (de)serialisation: checkpoints carry the whole config as JSON ---------------------------
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["buckets"] = None if self.buckets is None else list(self.buckets)
+        d["pdb_ids"] = list(self.pdb_ids)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        d = dict(d)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown training config keys: {', '.join(unknown)}")
+        if "model" in d:
+            d["model"] = ModelConfig.from_dict(d["model"])
+        if "optimisation" in d:
+            d["optimisation"] = Optimisation(**d["optimisation"])
+        for key in ("buckets", "pdb_ids"):
+            if d.get(key) is not None:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, s: str) -> TrainConfig:
+        return cls.from_dict(json.loads(s))
+
+    def override(self, **changes) -> TrainConfig:
+        """replace() that also accepts model / optimisation fields by their own names
+        (c_s=..., lr=...), as the command line gives them."""
+        model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+        optim_fields = {f.name for f in dataclasses.fields(Optimisation)}
+        model = {k: changes.pop(k) for k in list(changes) if k in model_fields}
+        optim = {k: changes.pop(k) for k in list(changes) if k in optim_fields}
+        try:
+            if model:
+                changes["model"] = dataclasses.replace(self.model, **model)
+            if optim:
+                changes["optimisation"] = dataclasses.replace(self.optimisation, **optim)
+            return dataclasses.replace(self, **changes)
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as err:  # ModelConfig's own checks, unknown names
+            raise ConfigError(str(err)) from None
+

@@ -1,0 +1,231 @@
+"""The training loop: data, the jitted step, logging, checkpoints and exact resume.
+
+Determinism: the step's PRNG key is fold_in(train_key, step) and the epoch order comes from a
+numpy Generator whose state at the start of each epoch is checkpointed, so a resumed run feeds
+the same batches with the same noise as an uninterrupted one.
+
+The host waits for the device only to log (every log_every steps), to check a window for
+non-finite values before a checkpoint, and at the end; in between, steps are dispatched
+asynchronously and their metrics stay on the device.
+
+The pieces: run_state.py starts a run or resumes it and writes its checkpoints,
+metrics_log.py fetches, logs and checks the step metrics, and this module runs the loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import sys
+import time
+from pathlib import Path
+
+import jax
+from tqdm import tqdm
+
+from ..data.batching import BatchPlan, filter_by_length
+from ..data.download import RCSB_DOWNLOAD_URL, ensure_pdb_files
+from ..data.structures import Protein, load_dataset, parse_structure
+from ..model.alphafold2 import count_parameters
+from ..model.convert import params_to_state_dict, save_state_dict
+from .metrics_log import METRICS_FILE, MetricsLog, StepMetrics
+from .run_state import RunState, dataset_fingerprint
+from .train_config import TrainConfig, TrainingError
+from .train_step import lr_schedule, make_keyed_train_step, make_optimizer
+
+_LOG = logging.getLogger("nanoaf2_jax.train")
+
+DEFAULT_DOWNLOAD_DIR = "data/pdb"  # where the reference's train.py downloads its structures
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How to run, as opposed to what to compute (that is TrainConfig)."""
+
+    resume: bool = False
+    max_steps: int | None = None  # stop (with a checkpoint) once this many steps are done
+    progress: bool | None = None  # progress bar; None: only when stderr is a terminal
+    base_url: str = RCSB_DOWNLOAD_URL
+    offline: bool = False
+    download_dir: str = DEFAULT_DOWNLOAD_DIR
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    step: int
+    total_steps: int
+    last_checkpoint: Path | None
+    final_model: Path | None
+    compilations: int
+    steps_per_second: float | None  # between log lines, after the first window
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+
+
+def load_proteins(config: TrainConfig, options: RunOptions, log=_LOG) -> list[Protein]:
+    """The run's proteins: every structure in data_dir, or the pdb_ids (downloaded if needed)."""
+    if config.data_dir is not None:
+        source = config.data_dir
+        proteins = load_dataset(config.data_dir, logger=log)
+    else:
+        source = options.download_dir
+        paths = ensure_pdb_files(config.pdb_ids, options.download_dir, base_url=options.base_url,
+                                 offline=options.offline)
+        proteins = [parse_structure(p) for p in paths]
+    kept = filter_by_length(proteins, config.min_length, config.max_length, log)
+    if not kept:
+        raise TrainingError(f"{source}: no protein with {config.min_length} to "
+                            f"{config.max_length} residues ({len(proteins)} read)")
+    return kept
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------
+
+
+class _Run:
+    """State of one training run; `train()` drives it."""
+
+    def __init__(self, config: TrainConfig, options: RunOptions, proteins, log):
+        self.config, self.options, self.log = config, options, log
+        self.out = Path(config.output_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.plan = BatchPlan(proteins, config.batch_size, config.pad_to, config.buckets)
+        self.fingerprint = dataset_fingerprint(proteins)
+        self.spe = self.plan.steps_per_epoch
+        self.total_steps = self.spe * config.epochs
+        self.stop_step = self.total_steps if options.max_steps is None else min(
+            self.total_steps, options.max_steps)
+        optim = config.optimisation.optim_config(self.total_steps)
+        self.optimizer = make_optimizer(optim)
+        self.step_fn = make_keyed_train_step(config.model, self.optimizer,
+                                             attention_mask=config.attention_mask, donate=True)
+        self.state = RunState(config, self.optimizer, self.fingerprint, self.spe, self.total_steps,
+                              self.out, log)
+        self.metrics = StepMetrics(config.log_every, lr_schedule(optim), log)
+        self.shapes: set = set()
+
+    def run(self) -> TrainResult:
+        try:
+            params, opt_state, train_key, rng, step = self.state.initial_state(self.options.resume)
+        except BaseException:
+            self.state.close()
+            raise
+        cfg, log = self.config, self.log
+        log.info("model: %s parameters; %s", f"{count_parameters(params):,}", self.plan.describe())
+        log.info("%d epochs = %d steps; attention mask %s; padding: %s", cfg.epochs,
+                 self.total_steps, "on" if cfg.attention_mask else "off (reference)",
+                 f"to {cfg.pad_to}" if cfg.pad_to else f"buckets {cfg.buckets}")
+        if step < self.stop_step:
+            self.compile_all(params, opt_state, train_key)
+        metrics_log = MetricsLog(self.out / METRICS_FILE, step, log)
+        progress = self.options.progress
+        if progress is None:
+            progress = sys.stderr.isatty()
+        bar = tqdm(total=self.stop_step, initial=step, unit="step", disable=not progress,
+                   dynamic_ncols=True, smoothing=0.1)
+        self.metrics.start(step)
+        redirect = _logging_through_tqdm() if progress else contextlib.nullcontext()
+        try:
+            with redirect:
+                params, opt_state, step = self._loop(params, opt_state, train_key, rng, step,
+                                                     metrics_log, bar)
+        finally:
+            bar.close()
+            metrics_log.close()
+            self.state.close()
+        final = None
+        if step >= self.total_steps:
+            final = self.export(params)
+        else:
+            log.info("stopped at step %d of %d (--max-steps); continue with --resume", step,
+                     self.total_steps)
+        cache = getattr(self.step_fn, "_cache_size", None)
+        log.info("train step compilations: %d (batch shapes fed: %s)",
+                 cache() if cache else len(self.shapes), sorted(self.shapes))
+        rate = self.metrics.steady_rate()
+        if rate:
+            log.info("%.3f steps/s (%.1f s per %d-step epoch)", rate,
+                     self.spe / rate, self.spe)
+        return TrainResult(step, self.total_steps, self.state.last_checkpoint, final,
+                           len(self.shapes), rate)
+
+    def compile_all(self, params, opt_state, train_key):
+        """Compile the step for every batch shape up front: no stall mid-epoch when a bucket
+        first appears, steps/s measured from the first step on, and an out-of-memory bucket
+        fails now rather than hours in."""
+        start = time.perf_counter()
+        for _, length in self.plan.shapes:
+            example = self.plan.empty_batch(length)
+            self.step_fn.lower(params, opt_state, example, train_key).compile()
+        self.log.info("compiled the train step for %d batch shape(s) in %.1f s",
+                      len(self.plan.shapes), time.perf_counter() - start)
+
+    def _loop(self, params, opt_state, train_key, rng, step, metrics_log, bar):
+        cfg = self.config
+        while step < self.stop_step:
+            epoch_index, offset = divmod(step, self.spe)
+            epoch_rng_state = rng.bit_generator.state
+            order = self.plan.epoch_order(rng)
+            for indices in order[offset:]:
+                if step >= self.stop_step:
+                    break
+                batch = self.plan.batch(indices)
+                self.shapes.add(batch["sequence"].shape)
+                key = jax.random.fold_in(train_key, step)
+                params, opt_state, metrics = self.step_fn(params, opt_state, batch, key)
+                step += 1
+                self.metrics.add(step, epoch_index + 1, metrics)
+                bar.update(1)
+                if step % cfg.log_every == 0:
+                    self.metrics.fetch(metrics_log, bar, self.state.last_checkpoint)
+            at_epoch_end = step % self.spe == 0
+            if step >= self.stop_step or (
+                    at_epoch_end and (step // self.spe) % cfg.checkpoint_every_epochs == 0):
+                # Never checkpoint past a non-finite step.
+                self.metrics.fetch(metrics_log, bar, self.state.last_checkpoint)
+                rng_state = rng.bit_generator.state if at_epoch_end else epoch_rng_state
+                self.state.save(step, params, opt_state, rng_state, train_key)
+        self.metrics.fetch(metrics_log, bar, self.state.last_checkpoint)
+        return params, opt_state, step
+
+    def export(self, params) -> Path:
+        suffix = ".pt" if _torch_available() else ".npz"
+        path = save_state_dict(params_to_state_dict(params), self.out / f"final_model{suffix}")
+        self.log.info("exported the final weights (reference state_dict layout) to %s", path)
+        return Path(path)
+
+
+def train(config: TrainConfig, options: RunOptions = RunOptions(), proteins=None,
+          logger: logging.Logger | None = None) -> TrainResult:
+    """Train (or resume) one run. `proteins` overrides the config's data source (tests)."""
+    log = logger or _LOG
+    if proteins is None:
+        proteins = load_proteins(config, options, log)
+    else:
+        proteins = filter_by_length(proteins, config.min_length, config.max_length, log)
+        if not proteins:
+            raise TrainingError("no protein within the configured length range")
+    return _Run(config, options, proteins, log).run()
+
+
+@contextlib.contextmanager
+def _logging_through_tqdm():
+    """Log lines go through tqdm.write so they do not break the progress bar."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with logging_redirect_tqdm(loggers=[logging.getLogger()]):
+        yield
+
+
+def _torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except Exception:  # a broken install raises OSError, not ImportError
+        return False
+    return True
