@@ -36,7 +36,7 @@ ALLOWED = {
 }
 PURE = ("geometry", "diffusion")
 PURE_IMPORTS = {"__future__", "math", "typing", "functools", "dataclasses", "collections", "jax", "numpy"}
-TOP_LEVEL_FILES = {"__init__.py", "evaluate.py", "compare.py"}
+TOP_LEVEL_FILES = {"__init__.py", "evaluate.py", "compare.py", "parity.py"}
 
 
 def module_name(path: Path, root: Path) -> tuple[str, bool]:
