@@ -135,6 +135,23 @@ class Difference:
                 f"relative {self.relative:8.1e}  {status}")
 
 
+def _float64_twin_grads(ref_module, ref, config, batch, draws) -> dict:
+    """The reference's gradients in float64 on the float32 run's exact weights, batch and draws."""
+    torch = import_torch()
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        twin = ref_module.AlphaFold2(**config.to_dict()).to(torch.float64)
+        twin.load_state_dict({k: v.to(torch.float64) for k, v in ref.state_dict().items()})
+        twin.train()
+        with scripted_draws(ref_module, [np.asarray(d, np.float64) for d in draws]):
+            out = twin(to_torch(batch, torch.float64))
+        out["loss"].backward()
+        return {name: p.grad.detach().cpu().numpy() for name, p in twin.named_parameters()}
+    finally:
+        torch.set_default_dtype(old)
+
+
 def _difference(what, ours, theirs, tolerance):
     ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
     if ours.shape != theirs.shape:
@@ -196,7 +213,24 @@ def compare_numbers(ref_module, config, *, lengths=(24, 17), num_steps=100, seed
     floor = 1e-3 * max(d.scale for d in grad_diffs)
     rel = lambda d: d.max_abs / max(d.scale, floor)
     worst = sorted(grad_diffs, key=lambda d: -rel(d))[:3]
-    diffs.append(Difference(f"gradients: worst relative of {len(grad_diffs)} tensors", rel(worst[0]), 1.0, tol))
+    if x64:
+        diffs.append(Difference(f"gradients: worst relative of {len(grad_diffs)} tensors", rel(worst[0]), 1.0, tol))
+    else:
+        # In float32 the reference is no truth either: where a ReLU pre-activation is within
+        # rounding of 0 its derivative flips, in one program and not the other (docs/parity.md;
+        # at lengths 12 and 9 the reference's own gradient of a single_transition.linear1 is 6e-3
+        # off float64, ours 1e-5). So each tensor is judged against the reference run in float64
+        # on the same float32 values: ours within 20x the reference's own float32 error, or tol.
+        truth = _float64_twin_grads(ref_module, ref, config, batch, draws)
+        ratio = {}
+        for name, g in ref_grads.items():
+            t = truth[name]
+            own = float(np.max(np.abs(g - t), initial=0.0))
+            allowance = max(20 * own, tol * max(float(np.max(np.abs(t), initial=0.0)), floor))
+            ratio[name] = float(np.max(np.abs(np.asarray(grads[name], np.float64) - t), initial=0.0)) / allowance
+        worst_name = max(ratio, key=ratio.get)
+        diffs.append(Difference(
+            f"gradients vs float64: worst of {len(ratio)} tensors ({worst_name})", ratio[worst_name], 1.0, 1.0))
 
     # Sampling: one structure, num_steps reverse steps.
     seq_len = lengths[0]
@@ -230,7 +264,13 @@ def compare_numbers(ref_module, config, *, lengths=(24, 17), num_steps=100, seed
         f"padded to {L}), sample of length {seq_len}")
     for d in diffs:
         log(d.line())
-    log("  largest gradient differences:")
-    for d in worst:
-        log("  " + d.line())
+    if x64:
+        log("  largest gradient differences:")
+        for d in worst:
+            log("  " + d.line())
+    else:
+        log("  largest differences from the reference's float32 gradients (not judged: a ReLU derivative")
+        log("  flipped on either side shows here; the line 'gradients vs float64' above is the check):")
+        for d in worst:
+            log(f"    {d.what:<44} max|diff| {d.max_abs:9.2e}  max|ref| {d.scale:9.2e}  relative {rel(d):8.1e}")
     return diffs
