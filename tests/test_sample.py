@@ -241,9 +241,18 @@ def test_bad_sequences(tmp_path, ckpt, capsys, args, fragments):
     assert not (tmp_path / "o").exists()
 
 
+def test_fasta_stop_codon_at_the_end_is_dropped():
+    from nanoaf2_jax.inference.records import parse_fasta_text
+
+    (rec,) = parse_fasta_text(">p1 exported\nMKTAY\nIAK*\n", "in.fa")
+    assert rec.sequence == "MKTAYIAK" and rec.length == 8
+
+
 @pytest.mark.parametrize("text, fragments", [
     (">a\nMKT\n>b\n\n>c\nMK\n", ["'b'", "empty", "line 3"]),
     (">a\nMKT\n>b desc\nMK1Q\n", ["'b'", "position 3", "'1'"]),
+    (">a\nMK*T\n", ["'a'", "position 3", "'*'"]),  # a stop codon is allowed only at the end
+    (">a\n*\n", ["'a'", "empty"]),
     ("", ["no records"]),
     ("\n\n", ["no records"]),
     ("MKTAYIAK\n>a\nMKT\n", ["not a FASTA file", "line 1"]),

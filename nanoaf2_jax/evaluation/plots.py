@@ -1,6 +1,7 @@
 """Prediction summary figure: predicted vs native CA distance maps and pLDDT along the chain.
 
-matplotlib is optional; it is imported only when a plot is requested.
+matplotlib (a dependency of the package) is imported only when a plot is requested, so the
+commands that draw nothing start without it.
 """
 
 from __future__ import annotations

@@ -42,10 +42,14 @@ class Record:
 
 def parse_sequence(text: str, name: str, where: str = "") -> np.ndarray:
     """Residue codes of a one-letter sequence. Case and whitespace (line breaks included) are
-    ignored; any other character than the 20 amino acids and X is an error naming the record,
+    ignored, and so is one '*' at the end (a stop codon); any other character than the 20
+    amino acids and X is an error naming the record,
     its 1-based position among the residues and the character. `where` (e.g. 'in FILE')
     is added to messages."""
     residues = "".join(text.split()).upper()
+    # FASTA exports of translated genes end in '*' (the stop codon): it is no residue.
+    if residues.endswith("*"):
+        residues = residues[:-1]
     suffix = f" {where}" if where else ""
     if not residues:
         raise InputError(f"record {name!r}{suffix} is an empty sequence")
