@@ -51,6 +51,9 @@ _OVERRIDES = [
         ("--log-every", "log_every", int, "log a line and a metrics.jsonl record every N steps"),
         ("--checkpoint-every", "checkpoint_every_epochs", int, "checkpoint every N epochs"),
         ("--keep", "keep_checkpoints", int, "keep the N most recent checkpoints"),
+        ("--tensorboard", "tensorboard", "bool",
+         "also write the logged metrics as TensorBoard event files into OUTPUT_DIR/tensorboard "
+         "(view with: tensorboard --logdir OUTPUT_DIR); --no-tensorboard: metrics.jsonl only"),
     ]),
     ("Model", [
         ("--c-s", "c_s", int, "single representation channels"),

@@ -65,6 +65,19 @@ def test_checkpointer_round_trip_keeps_the_newest(tmp_path):
     assert restored_meta["train_key"] == [1, 2**32 - 1] and restored_meta["step"] == 3
 
 
+def test_optimiser_state_of_another_layout_is_refused_in_one_line(tmp_path):
+    """Checkpoints written with optax.adamw's state (before training/adamw.py) cannot resume."""
+    from nanoaf2_jax.training.train_step import OptimConfig, make_optimizer
+
+    params = {"w": jnp.arange(6.0).reshape(2, 3)}
+    ckpt = TrainCheckpointer(tmp_path, keep=1)
+    ckpt.save(1, params, optax.chain(optax.identity(), optax.adamw(1e-3)).init(params), {"step": 1})
+    with pytest.raises(CheckpointError, match="cannot resume: its optimiser state has another layout") as err:
+        ckpt.restore(1, params, make_optimizer(OptimConfig()).init(params))
+    ckpt.close()
+    assert "\n" not in str(err.value) and len(str(err.value)) < 500
+
+
 def test_half_written_checkpoint_is_never_picked(run, tmp_path, compile_cache):
     out = copy_run(run, tmp_path)
     ckpts = checkpoints_dir(out)
@@ -166,3 +179,35 @@ def test_load_for_inference_errors_name_the_path(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip file")
     with pytest.raises(CheckpointError, match="junk.npz: cannot read"):
         load_for_inference(tmp_path / "junk.npz")
+
+
+def test_tensorboard_scalars_equal_metrics_jsonl_across_a_resume(run, tmp_path, compile_cache):
+    """The run logged steps 1-6; resuming from the checkpoint at step 4 recomputes 5 and 6. The
+    TensorBoard reader must then see each step once, with metrics.jsonl's values."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = copy_run(run, tmp_path)
+    shutil.rmtree(checkpoints_dir(out) / "6")
+    run_train(compile_cache, tmp_path, "--resume", "--output-dir", str(out), "--max-steps", "8")
+    records = read_metrics(out)
+    assert [r["step"] for r in records] == list(range(1, 9))
+
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/fape_loss", "train/grad_norm", "train/lr", "train/steps_per_sec"} <= tags
+    assert "train/step" not in tags and "train/time" not in tags
+    for key in ("loss", "grad_norm", "lr"):
+        scalars = events.Scalars(f"train/{key}")
+        assert [s.step for s in scalars] == list(range(1, 9)), key
+        # Event files hold float32.
+        np.testing.assert_allclose([s.value for s in scalars], [r[key] for r in records], rtol=1e-6)
+
+
+def test_no_tensorboard_writes_no_event_files(run, tmp_path, compile_cache):
+    out = copy_run(run, tmp_path)
+    shutil.rmtree(out / "tensorboard")
+    run_train(compile_cache, tmp_path, "--resume", "--output-dir", str(out), "--max-steps", "7",
+              "--no-tensorboard")
+    assert not (out / "tensorboard").exists()
+    assert [r["step"] for r in read_metrics(out)] == list(range(1, 8))

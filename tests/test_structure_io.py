@@ -60,7 +60,7 @@ def test_file_layout(tmp_path):
     gemmi = pytest.importorskip("gemmi")
     doc = gemmi.cif.read(str(cif))  # a strict CIF parse, not just gemmi's structure reader
     block = doc.sole_block()
-    assert "checkpoint=ckpt/step_1000" in block.find_value("_struct.title")
+    assert "checkpoint=ckpt/step_1000" in block.find_value("_ma_protocol_step.details")
     assert list(block.find_loop("_atom_site.label_atom_id"))[:3] == ["N", "CA", "C"]
     assert list(block.find_loop("_atom_site.label_seq_id"))[::3] == ["1", "2", "3", "4"]
     assert set(block.find_loop("_atom_site.type_symbol")) == {"N", "C"}
@@ -122,3 +122,37 @@ def test_plot_prediction(tmp_path):
     plot_prediction(path, pred, ca, plddt, title="test")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert os.listdir(tmp_path) == ["pred.png"]
+
+
+def test_modelcif_round_trip_with_plddt_as_quality_metrics(tmp_path):
+    """The mmCIF output is ModelCIF: the modelcif reader gets back the sequence, the backbone,
+    pLDDT per residue (ma_qa_metric_local) and its mean (ma_qa_metric_global), and the
+    checkpoint/seed/steps in the protocol; gemmi still reads it as a structure."""
+    import modelcif.reader
+    import modelcif.qa_metric
+
+    codes, n, ca, c, plddt = synthetic_backbone(length=5)
+    codes = np.asarray(codes).copy()
+    codes[2] = UNK_IDX
+    path = tmp_path / "p.cif"
+    write_backbone(path, codes, n, ca, c, plddt=plddt, header_lines=HEADER)
+    with open(path) as f:
+        (system,) = modelcif.reader.read(f)
+    (entity,) = system.entities
+    assert [comp.id for comp in entity.sequence][2] == "UNK"
+    assert len(entity.sequence) == 5
+    (group,) = system.model_groups
+    (model,) = list(group)
+    atoms = list(model.get_atoms())
+    assert [a.atom_id for a in atoms[:3]] == ["N", "CA", "C"]
+    np.testing.assert_allclose([[a.x, a.y, a.z] for a in atoms[1::3]], ca, atol=1e-3)
+    local = [m for m in model.qa_metrics if isinstance(m, modelcif.qa_metric.Local)]
+    glob = [m for m in model.qa_metrics if isinstance(m, modelcif.qa_metric.Global)]
+    assert [m.residue.seq_id for m in local] == [1, 2, 3, 4, 5]
+    np.testing.assert_allclose([m.value for m in local], 100 * np.asarray(plddt), atol=1e-3)
+    assert glob and abs(glob[0].value - 100 * float(np.mean(plddt))) < 1e-3
+    details = system.protocols[0].steps[0].details
+    assert "checkpoint=ckpt/step_1000" in details
+    back = read_backbone(path)  # gemmi
+    np.testing.assert_allclose(back["coords_CA"], ca, atol=1e-3)
+    np.testing.assert_allclose(back["bfactor"], 100 * np.asarray(plddt), atol=1e-3)

@@ -1,8 +1,10 @@
 """Write and read backbone-only (N, CA, C) structures in PDB or mmCIF, via gemmi.
 
 Predicted models carry per-residue pLDDT (in [0, 1]) as B-factor x 100 on every atom, which is
-what structure viewers colour by. Header lines (checkpoint, seed, sampling steps...) go in
-REMARK 250 records for PDB and in leading `#` comments plus `_struct.title` for mmCIF.
+what structure viewers colour by. mmCIF is written as ModelCIF (modelcif_io.py), where pLDDT is
+also a per-residue and a global quality metric. Header lines (checkpoint, seed, sampling
+steps...) go in REMARK 250 records for PDB and in leading `#` comments plus the modelling
+protocol's details for ModelCIF.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import gemmi
 import numpy as np
 
 from nanoaf2_jax.geometry.residue_constants import AA_1TO3, AA_3TO1, AA_TO_IDX, AA_VOCAB, UNK_IDX
+from nanoaf2_jax.inference.modelcif_io import modelcif_text
 
 BACKBONE_ATOMS = (("N", "N"), ("CA", "C"), ("C", "C"))  # (atom name, element)
 _EXT_TO_FMT = {".pdb": "pdb", ".cif": "cif", ".mmcif": "cif"}
@@ -118,18 +121,6 @@ def _pdb_text(st, header) -> str:
     return st.make_pdb_string()
 
 
-def _cif_text(st, header) -> str:
-    if header:
-        st.info["_struct.title"] = "; ".join(header)
-    groups = gemmi.MmcifOutputGroups(True)
-    # A 1 A cubic P1 cell is meaningless for a prediction; leave crystal records out.
-    groups.cell = False
-    groups.symmetry = False
-    body = st.make_mmcif_document(groups).as_string()
-    comments = "".join(f"# {line}\n" for line in header)
-    return comments + body
-
-
 def atomic_write_bytes(path, data: bytes) -> None:
     """Write to a temporary file in the target directory, then rename over the target.
 
@@ -164,8 +155,13 @@ def write_backbone(path, sequence_codes, coords_N, coords_CA, coords_C, plddt=No
     fmt = resolve_format(path, fmt)
     header = _header_lines(header_lines)
     stem = os.path.splitext(os.path.basename(os.fspath(path)))[0] or "nanoaf2"
+    # Validates shapes, finiteness and the pLDDT length for both formats.
     st = build_structure(sequence_codes, coords_N, coords_CA, coords_C, plddt, name=stem)
-    text = _pdb_text(st, header) if fmt == "pdb" else _cif_text(st, header)
+    if fmt == "pdb":
+        text = _pdb_text(st, header)
+    else:
+        coords = tuple(np.asarray(x, np.float64) for x in (coords_N, coords_CA, coords_C))
+        text = modelcif_text(stem, sequence_codes, coords, plddt, header)
     atomic_write_text(path, text)
 
 

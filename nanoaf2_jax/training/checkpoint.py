@@ -162,6 +162,14 @@ class TrainCheckpointer:
                 opt_state=ocp.args.StandardRestore(opt_state_like),
                 meta=ocp.args.JsonRestore()))
         except (ValueError, KeyError, FileNotFoundError) as err:
+            if "structure" in str(err).lower():  # orbax: "Structure mismatch", "tree structures do not match"
+                # Orbax lists every key of both trees; the cause in practice is one line.
+                raise CheckpointError(
+                    f"{step_dir}: cannot resume: its optimiser state has another layout than this "
+                    "version's (checkpoints written before the torch-exact AdamW of "
+                    "training/adamw.py, 2026-12-01, hold optax.adamw's state). Its weights still "
+                    "load for sampling, evaluation and export (--checkpoint); to train on, start a "
+                    "new run") from None
             raise CheckpointError(f"{step_dir}: cannot restore: {err}") from err
         return restored.params, restored.opt_state, meta
 

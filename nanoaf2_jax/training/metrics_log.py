@@ -1,5 +1,6 @@
-"""What a training run reports: metrics.jsonl (one record per logged step), a log line every
-log_every steps with the steps/s, and the stop on a non-finite loss or gradient.
+"""What a training run reports: metrics.jsonl (one record per logged step) and the same numbers
+as TensorBoard scalars, a log line every log_every steps with the steps/s, and the stop on a
+non-finite loss or gradient.
 
 Step metrics stay on the device until they are fetched: every log_every steps, before a
 checkpoint and at the end (see trainer.py).
@@ -25,13 +26,28 @@ METRICS_FILE = "metrics.jsonl"
 _METRIC_NAMES = ("loss", "fape_loss", "trans_loss", "rot_loss", "plddt_loss", "grad_norm")
 
 
-class MetricsLog:
-    """<output_dir>/metrics.jsonl: one JSON object per logged step, flushed as written."""
+TENSORBOARD_DIR = "tensorboard"
+# Record keys that are coordinates of a point, not scalars to plot.
+_NOT_SCALARS = ("step", "epoch", "time")
 
-    def __init__(self, path: Path, keep_until_step: int, log=_LOG):
+
+class MetricsLog:
+    """<output_dir>/metrics.jsonl: one JSON object per logged step, flushed as written; with
+    `tensorboard_dir`, every numeric value of each record also as a TensorBoard scalar
+    `train/<key>` at its step (tensorboardX: event files without TensorFlow)."""
+
+    def __init__(self, path: Path, keep_until_step: int, log=_LOG, tensorboard_dir: Path | None = None):
         self.path = path
         self._drop_after(keep_until_step, log)
         self._file = open(path, "a", encoding="utf-8")
+        self._tb = None
+        if tensorboard_dir is not None:
+            from tensorboardX import SummaryWriter
+
+            # On resume, hide the interrupted run's events past the resumed step (they are
+            # recomputed, as in metrics.jsonl).
+            purge = keep_until_step + 1 if keep_until_step > 0 else None
+            self._tb = SummaryWriter(logdir=str(tensorboard_dir), purge_step=purge, flush_secs=30)
 
     def _drop_after(self, step: int, log):
         """Records past the resumed step came from the interrupted run and are recomputed
@@ -51,9 +67,16 @@ class MetricsLog:
     def write(self, record: dict):
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
+        if self._tb is not None:
+            for key, value in record.items():
+                if key not in _NOT_SCALARS and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self._tb.add_scalar(f"train/{key}", value, global_step=record["step"],
+                                        walltime=record.get("time"))
 
     def close(self):
         self._file.close()
+        if self._tb is not None:
+            self._tb.close()
 
 
 def _record_step(line: str) -> float:

@@ -17,7 +17,7 @@ from .checkpoint import TrainCheckpointer, checkpoints_dir, latest_complete, rea
 from .train_config import TrainConfig, TrainingError
 
 # Config fields a resumed run may change: they do not affect what is computed.
-RESUMABLE_CHANGES = ("log_every", "checkpoint_every_epochs", "keep_checkpoints")
+RESUMABLE_CHANGES = ("log_every", "checkpoint_every_epochs", "keep_checkpoints", "tensorboard")
 
 
 def dataset_fingerprint(proteins) -> list:

@@ -69,6 +69,8 @@ class TrainConfig:
     log_every: int = 50
     checkpoint_every_epochs: int = 10
     keep_checkpoints: int = 3
+    # Also write the metrics.jsonl numbers as TensorBoard event files into <output_dir>/tensorboard.
+    tensorboard: bool = True
     # Structures to download into data/pdb and train on; ignored when data_dir is set.
     pdb_ids: tuple[str, ...] = tuple(REFERENCE_PDB_IDS)
     # Train on every structure file in this directory instead (nothing is downloaded).

@@ -29,7 +29,7 @@ from ..data.download import RCSB_DOWNLOAD_URL, ensure_pdb_files
 from ..data.structures import Protein, load_dataset, parse_structure
 from ..model.alphafold2 import count_parameters
 from ..model.convert import params_to_state_dict, save_state_dict
-from .metrics_log import METRICS_FILE, MetricsLog, StepMetrics
+from .metrics_log import METRICS_FILE, TENSORBOARD_DIR, MetricsLog, StepMetrics
 from .run_state import RunState, dataset_fingerprint
 from .train_config import TrainConfig, TrainingError
 from .train_step import lr_schedule, make_keyed_train_step, make_optimizer
@@ -123,7 +123,8 @@ class _Run:
                  f"to {cfg.pad_to}" if cfg.pad_to else f"buckets {cfg.buckets}")
         if step < self.stop_step:
             self.compile_all(params, opt_state, train_key)
-        metrics_log = MetricsLog(self.out / METRICS_FILE, step, log)
+        metrics_log = MetricsLog(self.out / METRICS_FILE, step, log,
+                                 tensorboard_dir=self.out / TENSORBOARD_DIR if cfg.tensorboard else None)
         progress = self.options.progress
         if progress is None:
             progress = sys.stderr.isatty()
