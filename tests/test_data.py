@@ -125,10 +125,12 @@ def test_pdb_mmcif_and_gzip_agree(five_residue_pdb, tmp_path):
             np.testing.assert_array_equal(getattr(p, field), getattr(ref, field), err_msg=name)
 
 
-def test_chain_selection(tmp_path):
+def test_chain_selection(tmp_path, caplog):
     path = write(tmp_path / "two.pdb", chain_lines(["GLY", "ALA", "SER"], chain="A")
                  + ["TER"] + chain_lines(["TRP", "TRP", "LEU", "VAL"], chain="B", start=10))
-    assert parse_structure(path).sequence.tolist() == codes("GAS")
+    with caplog.at_level("INFO"):
+        assert parse_structure(path).sequence.tolist() == codes("GAS")
+    assert "two.pdb: 2 chains (A, B); using chain A" in caplog.text  # the choice is reported
     b = parse_structure(path, chain="B")
     assert b.chain == "B" and b.sequence.tolist() == codes("WWLV")
     assert b.residue_index.tolist() == [10, 11, 12, 13]

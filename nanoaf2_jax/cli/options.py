@@ -58,7 +58,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=positive_int, default=NUM_SAMPLE_STEPS,
                         help="reverse-diffusion steps (default: %(default)s, as the reference)")
     parser.add_argument("--format", choices=("pdb", "cif"), default="pdb",
-                        help="structure file format (default: %(default)s)")
+                        help="structure file format: pdb, or cif for ModelCIF (mmCIF with pLDDT as "
+                        "per-residue and global quality metrics, as AlphaFold writes) "
+                        "(default: %(default)s)")
     parser.add_argument(
         "--max-memory-gb", type=positive_float, metavar="GB",
         help="refuse sequences whose estimated peak memory (see nanoaf2_jax/inference/memory.py) "

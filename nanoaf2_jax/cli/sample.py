@@ -41,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
             "sample). Files appear only when the whole run succeeds."),
         epilog=(
             "Sequences: one-letter codes of the 20 amino acids or X (unknown), any case;\n"
-            "whitespace is ignored. The same --seed gives the same structures; sample k of a\n"
-            "record does not depend on --num-samples.\n\n"
+            "whitespace and a final '*' (stop codon) are ignored. The same --seed gives the same\n"
+            "structures; sample k of a record does not depend on --num-samples.\n\n"
             "Examples:\n"
             "  python sample.py --checkpoint outputs/default --sequence MQIFVKTL... --num-samples 5\n"
             "  python sample.py --checkpoint model.pt --preset reference --fasta seqs.fa --out preds\n"

@@ -151,6 +151,9 @@ def protein_from_structure(
             continue
         residues = _backbone_residues(candidate)
         if residues:
+            if chain is None and len(chain_names) > 1:
+                _LOG.info("%s: %d chains (%s); using chain %s, the first with a backbone",
+                          source, len(chain_names), ", ".join(chain_names), candidate.name)
             return _to_protein(residues, name=name, chain=candidate.name)
     if chain is not None:
         raise StructureError(
