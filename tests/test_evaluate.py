@@ -83,7 +83,8 @@ def test_evaluate_writes_table_json_and_plots(tmp_path, ckpt, capsys):
 
     md = (out / "evaluation.md").read_text()
     header = ("| protein | residues | CA-RMSD best (Å) | CA-RMSD mean (Å) | TM-score best | "
-              "TM-score mean | lDDT best | lDDT mean | mean pLDDT |")
+              "TM-score mean | lDDT best | lDDT mean | N-CA-C RMSD best (Å) | N-CA-C RMSD mean (Å) | "
+              "frame rotation error mean (°) | C-N within 0.1 Å mean | mean pLDDT |")
     assert header in md and header in stdout
     rows = [line for line in md.splitlines() if line.startswith("| helix") or "**mean**" in line]
     assert len(rows) == 3 and rows[0].startswith("| helixA | 12 |")
@@ -98,6 +99,11 @@ def test_evaluate_writes_table_json_and_plots(tmp_path, ckpt, capsys):
         assert p["ca_rmsd_best"] == min(rmsds) and p["ca_rmsd_mean"] == pytest.approx(np.mean(rmsds))
         assert 0 < p["tm_score_best"] <= 1 and 0 <= p["lddt_best"] <= 1
         assert 0 <= p["mean_plddt"] <= 100
+        # The whole backbone is scored, per sample and best/mean.
+        for s in p["samples"]:
+            assert s["backbone_rmsd"] >= 0 and 0 <= s["rotation_error_deg"] <= 180
+            assert 0 <= s["c_n_within_0.1"] <= 1 and s["c_n_mean"] > 0
+        assert p["backbone_rmsd_best"] == min(s["backbone_rmsd"] for s in p["samples"])
         assert (out / p["plot"]).read_bytes()[:4] == b"\x89PNG"
         assert p["file"] == f"{p['protein']}_sample{p['best_sample']}.pdb"
     assert f"| helixA | 12 | {proteins['helixA']['ca_rmsd_best']:.2f} |" in md

@@ -219,3 +219,72 @@ def test_distance_map():
     explicit = [[np.linalg.norm(a - b) for b in ca] for a in ca]
     np.testing.assert_allclose(dmap, explicit, atol=1e-12)
     assert np.allclose(np.diag(dmap), 0.0) and np.allclose(dmap, dmap.T)
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole-backbone scores
+# ---------------------------------------------------------------------------------------------
+
+from nanoaf2_jax.evaluation.backbone_metrics import (  # noqa: E402
+    backbone_rmsd, backbone_scores, frame_rotation_errors, peptide_geometry,
+)
+from nanoaf2_jax.evaluation.metrics import ca_rmsd as _ca_rmsd  # noqa: E402
+from helpers import helix  # noqa: E402
+
+
+def _rotation(axis, degrees):
+    axis = np.asarray(axis, np.float64) / np.linalg.norm(axis)
+    K = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    a = np.radians(degrees)
+    return np.eye(3) + np.sin(a) * K + (1 - np.cos(a)) * K @ K
+
+
+def _backbone(protein):
+    return tuple(np.asarray(x, np.float64) for x in (protein.coords_N, protein.coords_CA, protein.coords_C))
+
+
+def test_backbone_scores_vanish_under_a_rigid_motion():
+    native = _backbone(helix(30))
+    R, t = _rotation([1, 2, -0.5], 70), np.array([3.0, -8.0, 1.0])
+    moved = tuple(x @ R.T + t for x in native)
+    scores = backbone_scores(moved, native)
+    assert scores["backbone_rmsd"] < 1e-6
+    assert scores["rotation_error_deg"] < 1e-4
+
+
+def test_a_perfect_ca_trace_with_misplaced_n_and_c_is_caught():
+    native = _backbone(helix(30))
+    n, ca, c = native
+    rng = np.random.default_rng(0)
+    spun = [_rotation(rng.standard_normal(3), rng.uniform(60, 180)) for _ in range(30)]
+    n2 = np.stack([ca[i] + spun[i] @ (n[i] - ca[i]) for i in range(30)])
+    c2 = np.stack([ca[i] + spun[i] @ (c[i] - ca[i]) for i in range(30)])
+    pred = (n2, ca, c2)
+    assert _ca_rmsd(ca, ca) < 1e-9
+    assert backbone_rmsd(pred, native) > 1.0
+    assert np.mean(frame_rotation_errors(pred, native)) > 40.0
+
+
+def test_frame_rotation_error_is_the_angle_of_the_turned_residue():
+    native = _backbone(helix(40))
+    n, ca, c = (x.copy() for x in native)
+    R = _rotation([0.3, -1.0, 0.4], 30)
+    n[20] = ca[20] + R @ (n[20] - ca[20])
+    c[20] = ca[20] + R @ (c[20] - ca[20])
+    errors = frame_rotation_errors((n, ca, c), native)
+    # The superposition over all atoms barely moves for one residue in 40.
+    assert errors[20] == pytest.approx(30.0, abs=1.0)
+    assert np.max(np.delete(errors, 20)) < 1.0
+
+
+def test_peptide_geometry_fractions_and_means():
+    # A straight chain: N-CA 1.458, CA-C 1.523, C-N(next) 1.33, so CA-CA 4.311.
+    steps = np.array([1.458, 1.523, 1.33] * 10)
+    x = np.concatenate([[0.0], np.cumsum(steps)])[:30]
+    x[3 * 5:] += 0.15  # the bond C(4)-N(5) is 1.48 Å: out by 0.15
+    atoms = np.stack([x, np.zeros(30), np.zeros(30)], -1).reshape(10, 3, 3)
+    g = peptide_geometry((atoms[:, 0], atoms[:, 1], atoms[:, 2]))
+    assert g["c_n_within_0.1"] == pytest.approx(8 / 9)
+    assert g["c_n_within_0.2"] == 1.0
+    assert g["c_n_mean"] == pytest.approx(1.33 + 0.15 / 9)
+    assert g["ca_ca_within_0.2"] == 0.0  # straight chains are not real: 4.31 Å, not 3.80

@@ -17,7 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Predict every protein in a directory of PDB/mmCIF files from its own sequence\n"
             "(first chain with a backbone) and score the samples against the native chain:\n"
             "CA-RMSD after Kabsch superposition, TM-score normalised by the native length and\n"
-            "CA lDDT (best and mean over samples), and mean pLDDT.\n\n"
+            "CA lDDT; over the whole backbone, the N-CA-C RMSD, the mean rotation error of the\n"
+            "residue frames and the fraction of C(i)-N(i+1) bonds within 0.1 Å of 1.33 Å (best\n"
+            "and mean over samples); and mean pLDDT.\n\n"
             "Writes to --out: evaluation.md (the table), evaluation.json (all samples' scores),\n"
             "{protein}.png and {protein}_sample{k}.pdb for the best sample by TM-score."),
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from ..data.structures import Protein, parse_structure_spec
-from ..evaluation.scoring import best_and_mean, best_sample, score_prediction, write_plot
+from ..evaluation.scoring import best_and_mean, best_sample, sample_backbone, score_prediction, write_plot
 from ..inference.output import (
     describe_checkpoint,
     format_value,
@@ -121,7 +121,9 @@ def run(args) -> dict:
                      "mean_plddt": mean_plddt, "plddt": 100.0 * result["plddt"],
                      "seconds": seconds, "samples": samples}
             if native is not None:
-                scores = [score_prediction(ca, native.coords_CA) for ca in result["coords_CA"]]
+                native_backbone = (native.coords_N, native.coords_CA, native.coords_C)
+                scores = [score_prediction(ca, native.coords_CA, sample_backbone(result, k), native_backbone)
+                          for k, ca in enumerate(result["coords_CA"])]
                 for s, sc in zip(samples, scores):
                     s.update(sc)
                 entry.update(best_and_mean(scores))

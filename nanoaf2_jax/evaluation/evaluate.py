@@ -23,7 +23,7 @@ from ..inference.output import (describe_checkpoint, format_value, log, staged_o
                                 write_samples)
 from ..inference.predict import check_memory, load_model, predict_codes, record_seed
 from ..inference.records import Record, record_from_protein, unique_names
-from .scoring import best_and_mean, best_sample, score_prediction, write_plot
+from .scoring import best_and_mean, best_sample, sample_backbone, score_prediction, write_plot
 
 COLUMNS = [
     # (header, key, digits)
@@ -33,17 +33,23 @@ COLUMNS = [
     ("TM-score mean", "tm_score_mean", 3),
     ("lDDT best", "lddt_best", 3),
     ("lDDT mean", "lddt_mean", 3),
+    ("N-CA-C RMSD best (Å)", "backbone_rmsd_best", 2),
+    ("N-CA-C RMSD mean (Å)", "backbone_rmsd_mean", 2),
+    ("frame rotation error mean (°)", "rotation_error_deg_mean", 1),
+    ("C-N within 0.1 Å mean", "c_n_within_0.1_mean", 2),
     ("mean pLDDT", "mean_plddt", 1),
 ]
 
 
 def evaluate_record(params, config, record: Record, native_ca, seed, num_samples: int,
-                    num_steps: int) -> tuple[dict, dict]:
-    """(sampling result, entry with per-sample and best/mean scores) for one protein."""
+                    num_steps: int, native_backbone=None) -> tuple[dict, dict]:
+    """(sampling result, entry with per-sample and best/mean scores) for one protein;
+    with native_backbone (N, CA, C) the whole-backbone scores too."""
     start = time.perf_counter()
     result = predict_codes(params, config, record.codes, seed, num_samples, num_steps)
     seconds = time.perf_counter() - start
-    scores = [score_prediction(ca, native_ca) for ca in result["coords_CA"]]
+    scores = [score_prediction(ca, native_ca, sample_backbone(result, k), native_backbone)
+              for k, ca in enumerate(result["coords_CA"])]
     entry = {
         "protein": record.name,
         "residues": record.length,
@@ -92,7 +98,11 @@ def markdown_report(entries: list[dict], args, checkpoint: str) -> str:
         "",
         "Best: lowest CA-RMSD, highest TM-score and highest lDDT among the samples, each taken "
         "on its own. CA-RMSD after Kabsch superposition; TM-score normalised by the native "
-        "length; lDDT on CA atoms (15 Å inclusion radius). pLDDT comes from the trunk and is the "
+        "length; lDDT on CA atoms (15 Å inclusion radius). N-CA-C RMSD after superposing all "
+        "three atoms; frame rotation error: the angle between each predicted residue frame "
+        "(after that superposition) and the native one, averaged over residues; C-N within "
+        "0.1 Å: the fraction of peptide bonds C(i)-N(i+1) within 0.1 Å of 1.33 Å. pLDDT comes "
+        "from the trunk and is the "
         "same for every sample. The PNG and structure file per protein show the sample with the "
         "highest TM-score.",
         "",
@@ -111,8 +121,9 @@ def run(args) -> list[dict]:
         for i, (rec, protein) in enumerate(zip(records, proteins)):
             log(f"[{i + 1}/{len(records)}] {rec.name}: {rec.length} residues, "
                 f"{args.num_samples} sample(s) x {args.steps} steps ...")
-            result, entry = evaluate_record(params, config, rec, protein.coords_CA,
-                                            record_seed(args.seed, i), args.num_samples, args.steps)
+            result, entry = evaluate_record(
+                params, config, rec, protein.coords_CA, record_seed(args.seed, i), args.num_samples,
+                args.steps, native_backbone=(protein.coords_N, protein.coords_CA, protein.coords_C))
             k = entry["best_sample"]
             entry["file"] = write_samples(stage, rec, result, args.format, header_args,
                                           indices=[k])[0]
