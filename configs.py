@@ -18,6 +18,7 @@ _REFERENCE = TrainConfig(
     buckets=None,
     attention_mask=False,
     keep_checkpoints=3,  # the reference keeps every checkpoint; ours also hold optimiser state
+    eval_every_epochs=0,  # the reference's train.py does not sample while training
     output_dir="outputs/reference",
 )
 
@@ -31,6 +32,7 @@ _TINY = TrainConfig(
     epochs=20,
     log_every=10,
     checkpoint_every_epochs=5,
+    eval_every_epochs=0,  # smoke runs: no sampling unless asked (--eval-every)
     output_dir="outputs/tiny",
 )
 

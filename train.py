@@ -51,6 +51,13 @@ _OVERRIDES = [
         ("--log-every", "log_every", int, "log a line and a metrics.jsonl record every N steps"),
         ("--checkpoint-every", "checkpoint_every_epochs", int, "checkpoint every N epochs"),
         ("--keep", "keep_checkpoints", int, "keep the N most recent checkpoints"),
+        ("--eval-every", "eval_every_epochs", int,
+         "every N epochs sample each training protein once (and up to --eval-max-proteins of "
+         "--eval-dir) and log CA-RMSD, TM-score, lDDT, N-CA-C RMSD to metrics.jsonl, TensorBoard "
+         "and OUTPUT_DIR/training_curves.png; 0: never"),
+        ("--eval-steps", "eval_steps", int, "reverse-diffusion steps of those samples"),
+        ("--eval-dir", "eval_dir", str, "also evaluate on proteins from this directory (not trained on)"),
+        ("--eval-max-proteins", "eval_max_proteins", int, "at most this many proteins of --eval-dir"),
         ("--tensorboard", "tensorboard", "bool",
          "also write the logged metrics as TensorBoard event files into OUTPUT_DIR/tensorboard "
          "(view with: tensorboard --logdir OUTPUT_DIR); --no-tensorboard: metrics.jsonl only"),
@@ -191,10 +198,16 @@ def main(argv=None) -> int:
             return 0
         if args.max_steps is not None and args.max_steps < 1:
             raise ConfigError(f"--max-steps must be positive, got {args.max_steps}")
+        evaluator = None
+        if config.eval_every_epochs:
+            from nanoaf2_jax.evaluation.during_training import TrainingEvaluator
+
+            evaluator = TrainingEvaluator(config.eval_steps, seed=config.seed, eval_dir=config.eval_dir,
+                                          max_proteins=config.eval_max_proteins, out_dir=config.output_dir)
         options = RunOptions(resume=args.resume, max_steps=args.max_steps,
                              progress=False if args.no_progress else None,
                              base_url=args.base_url, offline=args.offline,
-                             download_dir=args.download_dir)
+                             download_dir=args.download_dir, evaluator=evaluator)
         set_matmul_precision(args.matmul_precision)
         train(config, options)
     except (ConfigError, TrainingError, CheckpointError, StructureError, DownloadError,

@@ -40,11 +40,12 @@ def test_reference_preset_is_the_reference_recipe():
     assert list(ref.pdb_ids) == REFERENCE_PDB_IDS and ref.data_dir is None
 
 
-def test_default_preset_differs_from_reference_only_in_padding():
+def test_default_preset_differs_from_reference_only_in_padding_and_evaluation():
     ref, default = get_preset("reference"), get_preset("default")
     assert default.attention_mask and default.pad_to is None and default.buckets == DEFAULT_BUCKETS
+    assert ref.eval_every_epochs == 0 and default.eval_every_epochs > 0
     same = ref.override(pad_to=None, buckets=DEFAULT_BUCKETS, attention_mask=True,
-                        output_dir=default.output_dir)
+                        output_dir=default.output_dir, eval_every_epochs=default.eval_every_epochs)
     assert same == default
 
 
@@ -253,3 +254,32 @@ def test_killed_run_resumes_exactly(tmp_path, compile_cache):
     for got, want in zip(records, expected):
         for key in keys:
             np.testing.assert_allclose(got[key], want[key], rtol=1e-6, err_msg=f"step {got['step']} {key}")
+
+
+def test_evaluation_during_training_logs_scores_and_draws_curves(tmp_path, compile_cache):
+    """Every epoch (--eval-every 1): each training protein and the held-out one is sampled and
+    scored; the scores land in metrics.jsonl and TensorBoard, and the curves in a PNG."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    data = two_helices(tmp_path / "data")
+    held_out = tmp_path / "held_out"
+    held_out.mkdir()
+    write_pdb(held_out / "HLXC.pdb", helix(24, seed=3))
+    out = tmp_path / "out"
+    run_train(compile_cache, tmp_path, "--data-dir", str(data), "--output-dir", str(out), "--epochs", "2",
+              "--log-every", "1", "--eval-every", "1", "--eval-steps", "2", "--eval-dir", str(held_out))
+    evals = [r for r in read_metrics(out) if "eval/train/ca_rmsd_mean" in r]
+    assert [r["step"] for r in evals] == [2, 4]  # 2 proteins: an epoch is 2 steps
+    for r in evals:
+        for name in ("HLXA", "HLXB"):
+            assert r[f"eval/train/{name}/ca_rmsd"] > 0 and 0 < r[f"eval/train/{name}/tm_score"] <= 1
+            assert r[f"eval/train/{name}/backbone_rmsd"] > 0
+        assert r["eval/held_out/HLXC/ca_rmsd"] == r["eval/held_out/ca_rmsd_mean"]
+        assert r["eval/train/ca_rmsd_mean"] == pytest.approx(
+            (r["eval/train/HLXA/ca_rmsd"] + r["eval/train/HLXB/ca_rmsd"]) / 2)
+    assert (out / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    scalars = events.Scalars("eval/train/ca_rmsd_mean")
+    assert [s.step for s in scalars] == [2, 4]
+    assert [s.value for s in scalars] == pytest.approx([r["eval/train/ca_rmsd_mean"] for r in evals], rel=1e-6)

@@ -79,3 +79,35 @@ def plot_prediction(path_png, pred_ca, native_ca, plddt, title="") -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     atomic_write_bytes(os.fspath(path_png), buffer.getvalue())
+
+
+def plot_training_curves(path_png, loss, rmsd: dict) -> None:
+    """Two panels against the step: the training loss (log scale) and the mean CA-RMSD of the
+    evaluation during training, one line per protein set ({'train': [(step, Å)], ...})."""
+    Figure, FigureCanvasAgg = _import_matplotlib()
+    fig = Figure(figsize=(11, 4.2), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax_loss, ax_rmsd = fig.subplots(1, 2)
+    if loss:
+        steps, values = zip(*loss)
+        ax_loss.plot(steps, values, color="black", lw=0.8)
+        if min(values) > 0:
+            ax_loss.set_yscale("log")
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("training loss (mean per log window)")
+    ax_loss.set_title("loss")
+    ax_loss.grid(alpha=0.3)
+    for name, points in rmsd.items():
+        if points:
+            steps, values = zip(*points)
+            ax_rmsd.plot(steps, values, marker="o", label=name.replace("_", "-"))
+    ax_rmsd.set_xlabel("step")
+    ax_rmsd.set_ylabel("mean CA-RMSD (Å)")
+    ax_rmsd.set_title("sampled structures vs native")
+    ax_rmsd.set_ylim(bottom=0)
+    ax_rmsd.grid(alpha=0.3)
+    if any(rmsd.values()):
+        ax_rmsd.legend()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    atomic_write_bytes(path_png, buffer.getvalue())

@@ -70,8 +70,8 @@ class MetricsLog:
         if self._tb is not None:
             for key, value in record.items():
                 if key not in _NOT_SCALARS and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self._tb.add_scalar(f"train/{key}", value, global_step=record["step"],
-                                        walltime=record.get("time"))
+                    tag = key if "/" in key else f"train/{key}"  # eval/... keys keep their name
+                    self._tb.add_scalar(tag, value, global_step=record["step"], walltime=record.get("time"))
 
     def close(self):
         self._file.close()
@@ -94,6 +94,7 @@ class StepMetrics:
         self.pending: list = []  # (step, epoch, device metrics) not yet fetched
         self.window: list = []  # host metrics since the last log line
         self.rate_marks: list = []  # (step, time) at each log line
+        self.postfix: dict = {}  # shown after the loss in the progress bar (e.g. the eval RMSD)
 
     def start(self, step: int):
         """Steps/s are measured from here: the run's first step."""
@@ -135,7 +136,7 @@ class StepMetrics:
                   "steps_per_sec": rate, "time": time.time()}
         metrics_log.write(record)
         self.window = []
-        bar.set_postfix(loss=f"{values['loss']:.4f}", refresh=False)
+        bar.set_postfix(loss=f"{values['loss']:.4f}", **self.postfix, refresh=False)
 
     def steady_rate(self) -> float | None:
         """Steps/s between the first and the last log line. Compilation happened before the

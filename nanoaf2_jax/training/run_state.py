@@ -17,7 +17,8 @@ from .checkpoint import TrainCheckpointer, checkpoints_dir, latest_complete, rea
 from .train_config import TrainConfig, TrainingError
 
 # Config fields a resumed run may change: they do not affect what is computed.
-RESUMABLE_CHANGES = ("log_every", "checkpoint_every_epochs", "keep_checkpoints", "tensorboard")
+RESUMABLE_CHANGES = ("log_every", "checkpoint_every_epochs", "keep_checkpoints", "tensorboard",
+                     "eval_every_epochs", "eval_steps", "eval_dir", "eval_max_proteins")
 
 
 def dataset_fingerprint(proteins) -> list:

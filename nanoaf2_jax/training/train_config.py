@@ -71,6 +71,13 @@ class TrainConfig:
     keep_checkpoints: int = 3
     # Also write the metrics.jsonl numbers as TensorBoard event files into <output_dir>/tensorboard.
     tensorboard: bool = True
+    # Every N epochs sample each training protein (and up to eval_max_proteins of eval_dir)
+    # once with eval_steps reverse steps and log CA-RMSD, TM-score, lDDT and N-CA-C RMSD
+    # (evaluation/during_training.py); 0: never. The default run of 1000 epochs evaluates 5 times.
+    eval_every_epochs: int = 200
+    eval_steps: int = 25
+    eval_dir: str | None = None
+    eval_max_proteins: int = 4
     # Structures to download into data/pdb and train on; ignored when data_dir is set.
     pdb_ids: tuple[str, ...] = tuple(REFERENCE_PDB_IDS)
     # Train on every structure file in this directory instead (nothing is downloaded).
@@ -79,11 +86,15 @@ class TrainConfig:
 
     def __post_init__(self):
         positive = ("epochs", "batch_size", "min_length", "max_length", "log_every",
-                    "checkpoint_every_epochs", "keep_checkpoints")
+                    "checkpoint_every_epochs", "keep_checkpoints", "eval_steps", "eval_max_proteins")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.eval_every_epochs, int) or isinstance(self.eval_every_epochs, bool) \
+                or self.eval_every_epochs < 0:
+            raise ConfigError(f"eval_every_epochs must be 0 (off) or a positive integer, got "
+                              f"{self.eval_every_epochs!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.max_length < self.min_length:

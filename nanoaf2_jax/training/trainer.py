@@ -49,6 +49,10 @@ class RunOptions:
     base_url: str = RCSB_DOWNLOAD_URL
     offline: bool = False
     download_dir: str = DEFAULT_DOWNLOAD_DIR
+    # evaluator(params, model_config, proteins, step, epoch) -> {'eval/...': value}, called every
+    # config.eval_every_epochs; with a .plot(metrics_path) method. train.py builds one from
+    # evaluation/during_training.py (sampling sits above this package).
+    evaluator: object | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +99,7 @@ class _Run:
         self.config, self.options, self.log = config, options, log
         self.out = Path(config.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
+        self.proteins = proteins
         self.plan = BatchPlan(proteins, config.batch_size, config.pad_to, config.buckets)
         self.fingerprint = dataset_fingerprint(proteins)
         self.spe = self.plan.steps_per_epoch
@@ -192,8 +197,23 @@ class _Run:
                 self.metrics.fetch(metrics_log, bar, self.state.last_checkpoint)
                 rng_state = rng.bit_generator.state if at_epoch_end else epoch_rng_state
                 self.state.save(step, params, opt_state, rng_state, train_key)
+            if at_epoch_end and cfg.eval_every_epochs and (step // self.spe) % cfg.eval_every_epochs == 0:
+                self.evaluate(params, step, metrics_log, bar)
         self.metrics.fetch(metrics_log, bar, self.state.last_checkpoint)
         return params, opt_state, step
+
+    def evaluate(self, params, step, metrics_log, bar):
+        """Sample and score with the current weights; the record goes beside the step metrics."""
+        evaluator = self.options.evaluator
+        if evaluator is None:
+            return
+        self.metrics.fetch(metrics_log, bar, self.state.last_checkpoint)  # keep the file in order
+        epoch = step // self.spe
+        record = evaluator(params, self.config.model, self.proteins, step, epoch)
+        metrics_log.write({"step": step, "epoch": epoch, **record, "time": time.time()})
+        if "eval/train/ca_rmsd_mean" in record:
+            self.metrics.postfix["rmsd"] = f"{record['eval/train/ca_rmsd_mean']:.2f}A"
+        evaluator.plot(metrics_log.path)
 
     def export(self, params) -> Path:
         suffix = ".pt" if _torch_available() else ".npz"

@@ -1,0 +1,87 @@
+"""Evaluation while training: every `eval_every_epochs` the training loop hands the current
+weights here; each training protein (and up to `eval_max_proteins` from `eval_dir`) is sampled
+once with `eval_steps` reverse steps and scored, so a run that is not learning shows while it
+runs, not after. The numbers go into metrics.jsonl (and TensorBoard) as `eval/...` keys, and
+`training_curves.png` in the run directory plots the loss and the CA-RMSD against the step.
+
+The loop (training/trainer.py) cannot import sampling (inference/ sits above training/), so
+train.py builds a TrainingEvaluator and passes it in RunOptions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..data.structures import Protein, load_dataset
+from ..inference.predict import predict_codes
+from .scoring import score_prediction
+
+_LOG = logging.getLogger("nanoaf2_jax.train")
+CURVES_FILE = "training_curves.png"
+# Scores per protein in the record, and their means per protein set.
+_KEYS = ("ca_rmsd", "tm_score", "lddt", "backbone_rmsd")
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)
+
+
+class TrainingEvaluator:
+    """evaluator(params, model_config, train_proteins, step, epoch) -> the record's eval keys:
+    eval/<set>/<protein>/<score> and eval/<set>/<score>_mean for set train (and held_out)."""
+
+    def __init__(self, steps: int, seed: int = 0, eval_dir: str | None = None, max_proteins: int = 4,
+                 out_dir: str | Path | None = None, log=_LOG):
+        if steps < 1:
+            raise ValueError(f"eval_steps must be at least 1, got {steps}")
+        self.steps, self.seed, self.out_dir, self.log = steps, seed, out_dir, log
+        self.held_out: list[Protein] = []
+        if eval_dir is not None:
+            self.held_out = load_dataset(eval_dir, logger=log)[:max_proteins]
+
+    def __call__(self, params, model_config, train_proteins, step: int, epoch: int) -> dict:
+        record = {}
+        for set_name, proteins in (("train", train_proteins), ("held_out", self.held_out)):
+            per_score = {k: [] for k in _KEYS}
+            for index, protein in enumerate(proteins):
+                result = predict_codes(params, model_config, protein.sequence, (self.seed, index), 1, self.steps)
+                native = (protein.coords_N, protein.coords_CA, protein.coords_C)
+                pred = (result["coords_N"][0], result["coords_CA"][0], result["coords_C"][0])
+                scores = score_prediction(pred[1], protein.coords_CA, pred, native)
+                for key in _KEYS:
+                    record[f"eval/{set_name}/{_safe(protein.name)}/{key}"] = float(scores[key])
+                    per_score[key].append(float(scores[key]))
+            for key, values in per_score.items():
+                if values:
+                    record[f"eval/{set_name}/{key}_mean"] = float(np.mean(values))
+        if "eval/train/ca_rmsd_mean" in record:
+            held = record.get("eval/held_out/ca_rmsd_mean")
+            self.log.info("eval at step %d (epoch %d, %d steps/sample): train CA-RMSD %.2f Å, TM %.3f, "
+                          "N-CA-C RMSD %.2f Å%s", step, epoch, self.steps, record["eval/train/ca_rmsd_mean"],
+                          record["eval/train/tm_score_mean"], record["eval/train/backbone_rmsd_mean"],
+                          f"; held-out CA-RMSD {held:.2f} Å" if held is not None else "")
+        return record
+
+    def plot(self, metrics_path: Path):
+        """training_curves.png beside metrics.jsonl: loss and mean CA-RMSD against the step."""
+        if self.out_dir is None or not Path(metrics_path).exists():
+            return
+        from .plots import plot_training_curves
+
+        records = []
+        for line in Path(metrics_path).read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue  # a half-written last line of an interrupted run
+        # The mean over each log window: the per-step loss swings with the sampled t.
+        loss = [(r["step"], r.get("loss_mean", r["loss"])) for r in records
+                if "loss" in r and math.isfinite(r.get("loss_mean", r["loss"]))]
+        rmsd = {s: [(r["step"], r[f"eval/{s}/ca_rmsd_mean"]) for r in records if f"eval/{s}/ca_rmsd_mean" in r]
+                for s in ("train", "held_out")}
+        plot_training_curves(Path(self.out_dir) / CURVES_FILE, loss, rmsd)
