@@ -229,7 +229,7 @@ from nanoaf2_jax.evaluation.backbone_metrics import (  # noqa: E402
     backbone_rmsd, backbone_scores, frame_rotation_errors, peptide_geometry,
 )
 from nanoaf2_jax.evaluation.metrics import ca_rmsd as _ca_rmsd  # noqa: E402
-from helpers import helix  # noqa: E402
+from helpers import helix as helix_protein  # noqa: E402
 
 
 def _rotation(axis, degrees):
@@ -244,7 +244,7 @@ def _backbone(protein):
 
 
 def test_backbone_scores_vanish_under_a_rigid_motion():
-    native = _backbone(helix(30))
+    native = _backbone(helix_protein(30))
     R, t = _rotation([1, 2, -0.5], 70), np.array([3.0, -8.0, 1.0])
     moved = tuple(x @ R.T + t for x in native)
     scores = backbone_scores(moved, native)
@@ -253,7 +253,7 @@ def test_backbone_scores_vanish_under_a_rigid_motion():
 
 
 def test_a_perfect_ca_trace_with_misplaced_n_and_c_is_caught():
-    native = _backbone(helix(30))
+    native = _backbone(helix_protein(30))
     n, ca, c = native
     rng = np.random.default_rng(0)
     spun = [_rotation(rng.standard_normal(3), rng.uniform(60, 180)) for _ in range(30)]
@@ -266,7 +266,7 @@ def test_a_perfect_ca_trace_with_misplaced_n_and_c_is_caught():
 
 
 def test_frame_rotation_error_is_the_angle_of_the_turned_residue():
-    native = _backbone(helix(40))
+    native = _backbone(helix_protein(40))
     n, ca, c = (x.copy() for x in native)
     R = _rotation([0.3, -1.0, 0.4], 30)
     n[20] = ca[20] + R @ (n[20] - ca[20])
