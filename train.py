@@ -66,6 +66,19 @@ _OVERRIDES = [
         ("--rot-weight", "rot_weight", float, "rotation loss weight"),
         ("--plddt-weight", "plddt_weight", float, "pLDDT loss weight"),
     ]),
+    ("Diffusion", [
+        ("--center-coords", "center_coords", "bool",
+         "diffuse translations centred on each structure's CA centroid (--no-center-coords: "
+         "the reference, raw PDB coordinates); samples come out centred"),
+        ("--coord-scale", "coord_scale", float,
+         "translations are diffused, predicted and their loss computed in Å times this "
+         "(FAPE and pLDDT targets stay in Å); sampling starts from N(0, I) there"),
+        ("--rotation-noise", "rotation_noise", "rotation_noise",
+         "rotation noise of training: 'reference' (angle |N(0,1)·σ|, sampling starts from that "
+         "at σ_max) or 'igso3' (exact IGSO3(σ), sampling starts from uniform rotations)"),
+        ("--rot-sigma-max", "rot_sigma_max", float,
+         "rotation noise schedule σ(t) = t · this"),
+    ]),
 ]
 
 
@@ -110,8 +123,19 @@ def _buckets(text: str) -> tuple[int, ...] | None:
                                          "or none") from None
 
 
-_TYPES = {"ids": _pdb_ids, "optional_int": _optional_int, "buckets": _buckets}
-_METAVARS = {int: "N", float: "X", "ids": "IDS", "optional_int": "N|none", "buckets": "EDGES|none"}
+def _rotation_noise(text: str) -> str:
+    from nanoaf2_jax.model.model_config import ROTATION_NOISES
+
+    if text not in ROTATION_NOISES:
+        raise argparse.ArgumentTypeError(f"invalid rotation noise {text!r}: choose one of "
+                                         f"{', '.join(ROTATION_NOISES)}")
+    return text
+
+
+_TYPES = {"ids": _pdb_ids, "optional_int": _optional_int, "buckets": _buckets,
+          "rotation_noise": _rotation_noise}
+_METAVARS = {int: "N", float: "X", "ids": "IDS", "optional_int": "N|none", "buckets": "EDGES|none",
+             "rotation_noise": "reference|igso3"}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,11 +40,13 @@ def test_reference_preset_is_the_reference_recipe():
     assert list(ref.pdb_ids) == REFERENCE_PDB_IDS and ref.data_dir is None
 
 
-def test_default_preset_differs_from_reference_only_in_padding():
+def test_default_preset_differs_from_reference_only_in_padding_and_diffusion_fixes():
     ref, default = get_preset("reference"), get_preset("default")
     assert default.attention_mask and default.pad_to is None and default.buckets == DEFAULT_BUCKETS
+    # Issue 11: translations centred and scaled, exact IGSO3 rotation noise.
     same = ref.override(pad_to=None, buckets=DEFAULT_BUCKETS, attention_mask=True,
-                        output_dir=default.output_dir)
+                        output_dir=default.output_dir, center_coords=True, coord_scale=0.1,
+                        rotation_noise="igso3", rot_sigma_max=2.0)
     assert same == default
 
 
