@@ -78,6 +78,10 @@ _OVERRIDES = [
          "at σ_max) or 'igso3' (exact IGSO3(σ), sampling starts from uniform rotations)"),
         ("--rot-sigma-max", "rot_sigma_max", float,
          "rotation noise schedule σ(t) = t · this"),
+        ("--rotation-update", "rotation_update", "rotation_update",
+         "the denoiser's rotation update from its output: 'rodrigues' (the reference's "
+         "axis-angle map; from zero-initialised weights it never learns) or 'quaternion' "
+         "(AlphaFold 2's (1, b, c, d)/norm)"),
     ]),
 ]
 
@@ -132,10 +136,19 @@ def _rotation_noise(text: str) -> str:
     return text
 
 
+def _rotation_update(text: str) -> str:
+    from nanoaf2_jax.model.model_config import ROTATION_UPDATES
+
+    if text not in ROTATION_UPDATES:
+        raise argparse.ArgumentTypeError(f"invalid rotation update {text!r}: choose one of "
+                                         f"{', '.join(ROTATION_UPDATES)}")
+    return text
+
+
 _TYPES = {"ids": _pdb_ids, "optional_int": _optional_int, "buckets": _buckets,
-          "rotation_noise": _rotation_noise}
+          "rotation_noise": _rotation_noise, "rotation_update": _rotation_update}
 _METAVARS = {int: "N", float: "X", "ids": "IDS", "optional_int": "N|none", "buckets": "EDGES|none",
-             "rotation_noise": "reference|igso3"}
+             "rotation_noise": "reference|igso3", "rotation_update": "rodrigues|quaternion"}
 
 
 def build_parser() -> argparse.ArgumentParser:

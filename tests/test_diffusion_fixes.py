@@ -1,6 +1,7 @@
 """Issue 11's diffusion fixes, each a ModelConfig field that is off in the reference preset:
-translations centred and scaled (center_coords, coord_scale) and exact IGSO3 rotation noise with
-a uniform-rotation prior (rotation_noise="igso3", rot_sigma_max).
+translations centred and scaled (center_coords, coord_scale), exact IGSO3 rotation noise with
+a uniform-rotation prior (rotation_noise="igso3", rot_sigma_max), and a rotation update that
+learns from zero-initialised weights (rotation_update="quaternion").
 
 Sampling tests use Kolmogorov-Smirnov statistics of n = 20000 draws with a fixed seed. The
 tolerance 0.0138 is the KS critical value at α = 0.001 (1.949/√n); the quantile table itself is
@@ -38,7 +39,9 @@ N = 20000
 KS_TOL = 1.949 / math.sqrt(N)  # α = 0.001
 
 TINY_REF = dataclasses.replace(MODEL_PRESETS["tiny"], center_coords=False, coord_scale=1.0,
-                               rotation_noise="reference", rot_sigma_max=1.5)
+                               rotation_noise="reference", rot_sigma_max=1.5,
+                               rotation_update="rodrigues")
+NEW_FIELDS = ("center_coords", "coord_scale", "rotation_noise", "rot_sigma_max", "rotation_update")
 
 
 def ks_statistic(samples, cdf):
@@ -67,18 +70,20 @@ def maxwell_cdf(x):
 
 def test_fields_are_off_by_default_on_in_the_default_preset_and_fixture_configs_load():
     ref = ModelConfig()
-    assert (ref.center_coords, ref.coord_scale, ref.rotation_noise, ref.rot_sigma_max) == (False, 1.0, "reference", 1.5)
+    values = lambda c: tuple(getattr(c, f) for f in NEW_FIELDS)  # noqa: E731
+    assert values(ref) == (False, 1.0, "reference", 1.5, "rodrigues")
     assert MODEL_PRESETS["reference"] == ref
-    d = MODEL_PRESETS["default"]
-    assert (d.center_coords, d.coord_scale, d.rotation_noise, d.rot_sigma_max) == (True, 0.1, "igso3", 2.0)
+    assert values(MODEL_PRESETS["default"]) == (True, 0.1, "igso3", 2.0, "quaternion")
     # A config saved before the fields existed (the fixtures' JSON) is the reference's.
-    old = {k: v for k, v in ref.to_dict().items() if k not in ("center_coords", "coord_scale", "rotation_noise", "rot_sigma_max")}
+    old = {k: v for k, v in ref.to_dict().items() if k not in NEW_FIELDS}
     assert ModelConfig.from_dict(old) == ref
     assert ref.reference_kwargs() == old
     with pytest.raises(ValueError, match="rotation_noise"):
         ModelConfig(rotation_noise="gaussian")
     with pytest.raises(ValueError, match="coord_scale"):
         ModelConfig(coord_scale=0.0)
+    with pytest.raises(ValueError, match="rotation_update"):
+        ModelConfig(rotation_update="euler")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,3 +303,41 @@ def test_forward_marginal_uses_the_configured_noise():
     assert np.array_equal(ref.rots, se3_forward_marginal(frames, t, noise, 1.5, "reference").rots)
     with pytest.raises(ValueError, match="rotation_noise"):
         se3_forward_marginal(frames, t, noise, 1.5, "nope")
+
+
+# ---------------------------------------------------------------------------------------------
+# A rotation update that learns
+# ---------------------------------------------------------------------------------------------
+
+
+def test_quaternion_update_is_identity_at_zero_with_a_first_order_term():
+    from nanoaf2_jax.geometry.rigid import quaternion_update_to_rotation, skew_symmetric
+
+    np.testing.assert_array_equal(quaternion_update_to_rotation(jnp.zeros(3)), np.eye(3))
+    jac = jax.jacfwd(quaternion_update_to_rotation)(jnp.zeros(3))  # [3, 3, 3]
+    for i in range(3):
+        np.testing.assert_allclose(jac[..., i], 2 * skew_symmetric(jnp.eye(3)[i]), atol=1e-6)
+    r = np.asarray(quaternion_update_to_rotation(jnp.asarray([[0.3, -1.2, 2.0], [5.0, 0.1, 0.0]])), np.float64)
+    np.testing.assert_allclose(r @ np.swapaxes(r, -1, -2), np.broadcast_to(np.eye(3), r.shape), atol=1e-6)
+    np.testing.assert_allclose(np.linalg.det(r), 1, atol=1e-6)
+
+
+@pytest.mark.parametrize("update", ["rodrigues", "quaternion"])
+def test_rotation_rows_of_output_proj_learn_only_with_the_quaternion_update(update):
+    """From the zero initialisation, the rotation part of output_proj gets a gradient with the
+    quaternion update, and exactly none with the reference's Rodrigues map."""
+    config = dataclasses.replace(MODEL_PRESETS["tiny"], rotation_update=update)
+    params = init_params(config, jax.random.PRNGKey(0))
+    batch = _batch(np.random.default_rng(9))
+    noise = draw_train_noise(jax.random.PRNGKey(10), 2, 16)
+    grads = jax.grad(lambda p: loss_fn(p, batch, noise, config, True)[0])(params)
+    g = grads["diffusion_module"]["output_proj"]
+    rot = np.concatenate([np.ravel(g["kernel"][:, :3]), np.ravel(g["bias"][:3])])
+    trans = np.concatenate([np.ravel(g["kernel"][:, 3:]), np.ravel(g["bias"][3:])])
+    assert np.abs(trans).max() > 1e-4
+    if update == "quaternion":
+        assert np.abs(rot).max() > 1e-4
+    else:
+        assert np.all(rot == 0)
+    # Both read the same parameters: the state_dict layout is the reference's.
+    assert g["kernel"].shape[-1] == 6

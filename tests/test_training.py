@@ -46,7 +46,7 @@ def test_default_preset_differs_from_reference_only_in_padding_and_diffusion_fix
     # Issue 11: translations centred and scaled, exact IGSO3 rotation noise.
     same = ref.override(pad_to=None, buckets=DEFAULT_BUCKETS, attention_mask=True,
                         output_dir=default.output_dir, center_coords=True, coord_scale=0.1,
-                        rotation_noise="igso3", rot_sigma_max=2.0)
+                        rotation_noise="igso3", rot_sigma_max=2.0, rotation_update="quaternion")
     assert same == default
 
 

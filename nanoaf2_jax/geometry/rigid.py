@@ -151,6 +151,14 @@ def quaternion_to_rotation(q: jnp.ndarray) -> jnp.ndarray:
     )
 
 
+def quaternion_update_to_rotation(bcd: jnp.ndarray) -> jnp.ndarray:
+    """AlphaFold 2's bounded rotation update (Suppl. Alg. 23): the quaternion (1, b, c, d)
+    normalised, from bcd [..., 3]. Unlike Rodrigues with K = skew(v/(|v|+ε)), whose derivative at
+    v = 0 is exactly zero, R ≈ I + 2 skew(b, c, d) near zero: a zero-initialised output learns."""
+    one = jnp.ones_like(bcd[..., :1])
+    return quaternion_to_rotation(jnp.concatenate([one, bcd], axis=-1))
+
+
 def masked_centroid(points: jnp.ndarray, mask=None) -> jnp.ndarray:
     """Mean of points [..., L, 3] over the residues where mask [..., L] is set -> [..., 3]
     (the origin where none is)."""

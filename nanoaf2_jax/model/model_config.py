@@ -6,10 +6,12 @@ import dataclasses
 import json
 
 ROTATION_NOISES = ("reference", "igso3")  # diffusion/se3.py's ROTATION_NOISES
+ROTATION_UPDATES = ("rodrigues", "quaternion")  # model/denoiser.py's DiffusionModule
 
 # Fields that are not the reference's AlphaFold2(...) arguments: what the reference does by
 # default, so configs saved before they existed (and the parity fixtures) load unchanged.
-EXTENSION_FIELDS = ("center_coords", "coord_scale", "rotation_noise", "rot_sigma_max")
+EXTENSION_FIELDS = ("center_coords", "coord_scale", "rotation_noise", "rot_sigma_max",
+                    "rotation_update")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,8 +40,15 @@ class ModelConfig:
     rotation_noise: str = "reference"
     # σ(t) = t · rot_sigma_max, the rotation noise schedule.
     rot_sigma_max: float = 1.5
+    # How the denoiser's output becomes its rotation update: "rodrigues" (the reference's
+    # axis-angle map, whose zero-initialised weights get exactly zero gradient, so predicted
+    # rotations never move) or "quaternion" (AlphaFold 2's (1, b, c, d)/‖·‖). Same parameters.
+    rotation_update: str = "rodrigues"
 
     def __post_init__(self):
+        if self.rotation_update not in ROTATION_UPDATES:
+            raise ValueError(f"rotation_update must be one of {', '.join(ROTATION_UPDATES)}, "
+                             f"got {self.rotation_update!r}")
         if self.rotation_noise not in ROTATION_NOISES:
             raise ValueError(f"rotation_noise must be one of {', '.join(ROTATION_NOISES)}, "
                              f"got {self.rotation_noise!r}")
@@ -82,11 +91,11 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
     "reference": ModelConfig(),
     # Translations centred and in units of 10 Å, exact IGSO3 rotation noise to σ = 2.
     "default": ModelConfig(center_coords=True, coord_scale=0.1, rotation_noise="igso3",
-                           rot_sigma_max=2.0),
+                           rot_sigma_max=2.0, rotation_update="quaternion"),
     # Small enough that a CPU step takes milliseconds: smoke runs and tests.
     "tiny": ModelConfig(c_s=32, c_z=16, c_atom=32, num_pairformer_blocks=1, num_denoise_blocks=1,
                         denoise_heads=4, center_coords=True, coord_scale=0.1,
-                        rotation_noise="igso3", rot_sigma_max=2.0),
+                        rotation_noise="igso3", rot_sigma_max=2.0, rotation_update="quaternion"),
 }
 
 
