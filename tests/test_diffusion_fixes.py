@@ -73,7 +73,7 @@ def test_fields_are_off_by_default_on_in_the_default_preset_and_fixture_configs_
     values = lambda c: tuple(getattr(c, f) for f in NEW_FIELDS)  # noqa: E731
     assert values(ref) == (False, 1.0, "reference", 1.5, "rodrigues")
     assert MODEL_PRESETS["reference"] == ref
-    assert values(MODEL_PRESETS["default"]) == (True, 0.1, "igso3", 2.0, "quaternion")
+    assert values(MODEL_PRESETS["default"]) == (True, 0.1, "igso3", 2.0, "rodrigues")
     # A config saved before the fields existed (the fixtures' JSON) is the reference's.
     old = {k: v for k, v in ref.to_dict().items() if k not in NEW_FIELDS}
     assert ModelConfig.from_dict(old) == ref
