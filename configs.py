@@ -14,6 +14,7 @@ from nanoaf2_jax.model.model_config import MODEL_PRESETS
 from nanoaf2_jax.training.train_config import ConfigError, Optimisation, TrainConfig
 
 _REFERENCE = TrainConfig(
+    model=MODEL_PRESETS["reference"],
     pad_to=200,
     buckets=None,
     attention_mask=False,
@@ -22,7 +23,9 @@ _REFERENCE = TrainConfig(
     output_dir="outputs/reference",
 )
 
-_DEFAULT = TrainConfig()
+# The diffusion fixes of issue 11 are model fields (they shape sampling too): see
+# MODEL_PRESETS["default"] in nanoaf2_jax/model/model_config.py.
+_DEFAULT = TrainConfig(model=MODEL_PRESETS["default"])
 
 # Small enough that a CPU step takes milliseconds. The higher lr makes a single short protein
 # overfit in a few hundred steps (tests/test_training.py relies on it).

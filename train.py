@@ -76,6 +76,23 @@ _OVERRIDES = [
         ("--rot-weight", "rot_weight", float, "rotation loss weight"),
         ("--plddt-weight", "plddt_weight", float, "pLDDT loss weight"),
     ]),
+    ("Diffusion", [
+        ("--center-coords", "center_coords", "bool",
+         "diffuse translations centred on each structure's CA centroid (--no-center-coords: "
+         "the reference, raw PDB coordinates); samples come out centred"),
+        ("--coord-scale", "coord_scale", float,
+         "translations are diffused, predicted and their loss computed in Å times this "
+         "(FAPE and pLDDT targets stay in Å); sampling starts from N(0, I) there"),
+        ("--rotation-noise", "rotation_noise", "rotation_noise",
+         "rotation noise of training: 'reference' (angle |N(0,1)·σ|, sampling starts from that "
+         "at σ_max) or 'igso3' (exact IGSO3(σ), sampling starts from uniform rotations)"),
+        ("--rot-sigma-max", "rot_sigma_max", float,
+         "rotation noise schedule σ(t) = t · this"),
+        ("--rotation-update", "rotation_update", "rotation_update",
+         "the denoiser's rotation update from its output: 'rodrigues' (the reference's "
+         "axis-angle map; from zero-initialised weights it never learns) or 'quaternion' "
+         "(AlphaFold 2's (1, b, c, d)/norm)"),
+    ]),
 ]
 
 
@@ -120,8 +137,28 @@ def _buckets(text: str) -> tuple[int, ...] | None:
                                          "or none") from None
 
 
-_TYPES = {"ids": _pdb_ids, "optional_int": _optional_int, "buckets": _buckets}
-_METAVARS = {int: "N", float: "X", "ids": "IDS", "optional_int": "N|none", "buckets": "EDGES|none"}
+def _rotation_noise(text: str) -> str:
+    from nanoaf2_jax.model.model_config import ROTATION_NOISES
+
+    if text not in ROTATION_NOISES:
+        raise argparse.ArgumentTypeError(f"invalid rotation noise {text!r}: choose one of "
+                                         f"{', '.join(ROTATION_NOISES)}")
+    return text
+
+
+def _rotation_update(text: str) -> str:
+    from nanoaf2_jax.model.model_config import ROTATION_UPDATES
+
+    if text not in ROTATION_UPDATES:
+        raise argparse.ArgumentTypeError(f"invalid rotation update {text!r}: choose one of "
+                                         f"{', '.join(ROTATION_UPDATES)}")
+    return text
+
+
+_TYPES = {"ids": _pdb_ids, "optional_int": _optional_int, "buckets": _buckets,
+          "rotation_noise": _rotation_noise, "rotation_update": _rotation_update}
+_METAVARS = {int: "N", float: "X", "ids": "IDS", "optional_int": "N|none", "buckets": "EDGES|none",
+             "rotation_noise": "reference|igso3", "rotation_update": "rodrigues|quaternion"}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,7 +18,7 @@ import pytest
 
 from nanoaf2_jax.cli import sample
 from nanoaf2_jax.inference import memory, output, predict
-from nanoaf2_jax.model.model_config import ModelConfig
+from nanoaf2_jax.model.model_config import MODEL_PRESETS, ModelConfig
 from nanoaf2_jax.model.convert import (params_to_state_dict, save_state_dict, state_dict_to_params,
                                  template_params)
 from nanoaf2_jax.geometry.residue_constants import encode_sequence
@@ -29,8 +29,7 @@ from helpers import run_main
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).parent / "fixtures" / "small.npz"
 # The `tiny` preset's model, so a bare state_dict loads with --preset tiny.
-TINY = ModelConfig(c_s=32, c_z=16, c_atom=32, num_pairformer_blocks=1, num_denoise_blocks=1,
-                   pairformer_heads=4, denoise_heads=4)
+TINY = MODEL_PRESETS["tiny"]
 SEQ = "MKTAYIAKQRQI"  # 12 residues
 STEPS = "4"
 

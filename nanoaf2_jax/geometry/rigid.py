@@ -130,3 +130,39 @@ def _angle_of(rel: jnp.ndarray, eps: float) -> jnp.ndarray:
     # The inner where keeps sqrt's gradient finite on the branch that is not taken.
     theta = jnp.arctan2(jnp.sqrt(jnp.where(stable, sin_sq, 1.0)), cos)
     return jnp.where(stable, theta, literal)
+
+
+def quaternion_to_rotation(q: jnp.ndarray) -> jnp.ndarray:
+    """Rotation of the quaternion (w, x, y, z) [..., 4], normalised first (any nonzero q).
+
+    With q drawn from N(0, I₄) the rotation is Haar-uniform on SO(3): a standard normal in R⁴
+    divided by its norm is uniform on S³, and S³ → SO(3) is the double cover that carries the
+    uniform measure to the Haar measure.
+    """
+    q = q / (safe_norm(q) + NORM_EPS)
+    w, x, y, z = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
+    return jnp.stack(
+        [
+            jnp.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], axis=-1),
+            jnp.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], axis=-1),
+            jnp.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], axis=-1),
+        ],
+        axis=-2,
+    )
+
+
+def quaternion_update_to_rotation(bcd: jnp.ndarray) -> jnp.ndarray:
+    """AlphaFold 2's bounded rotation update (Suppl. Alg. 23): the quaternion (1, b, c, d)
+    normalised, from bcd [..., 3]. Unlike Rodrigues with K = skew(v/(|v|+ε)), whose derivative at
+    v = 0 is exactly zero, R ≈ I + 2 skew(b, c, d) near zero: a zero-initialised output learns."""
+    one = jnp.ones_like(bcd[..., :1])
+    return quaternion_to_rotation(jnp.concatenate([one, bcd], axis=-1))
+
+
+def masked_centroid(points: jnp.ndarray, mask=None) -> jnp.ndarray:
+    """Mean of points [..., L, 3] over the residues where mask [..., L] is set -> [..., 3]
+    (the origin where none is)."""
+    if mask is None:
+        return jnp.mean(points, axis=-2)
+    m = mask.astype(points.dtype)[..., None]
+    return jnp.sum(points * m, axis=-2) / jnp.maximum(jnp.sum(m, axis=-2), 1.0)

@@ -12,10 +12,11 @@ import jax
 import jax.numpy as jnp
 
 from ..model.model_config import ModelConfig
-from ..diffusion.se3 import SO3_SIGMA_MAX, igso3_from_normals, r3_alpha_bar, se3_reverse_step
+from ..diffusion.se3 import (from_diffusion_space, igso3_from_normals, r3_alpha_bar,
+                             se3_reverse_step, uniform_rotation_from_normals)
 from ..model.losses import plddt_from_logits
 from ..model.alphafold2 import AlphaFold2
-from ..geometry.rigid import Rigid, backbone_from_frames
+from ..geometry.rigid import Rigid, backbone_from_frames, masked_centroid
 from ..training.train_step import nn_apply
 
 NUM_SAMPLE_STEPS = 100
@@ -60,21 +61,31 @@ def sample(params, sequence, noise: SampleNoise, config: ModelConfig):
     def denoise(frames, t):
         return nn_apply(model, params, lambda m: m.denoise(frames, jnp.full((n,), t, dtype), cond))
 
-    # Start at t = 1 from identity frames pushed through the forward marginal.
-    rots = igso3_from_normals(jnp.asarray(SO3_SIGMA_MAX, dtype), noise.rot_omega, noise.rot_axis)
+    # Start at t = 1. The reference: identity frames pushed through its forward marginal at
+    # σ_max; with exact IGSO3 noise, the uniform rotations IGSO3(σ) tends to (the same four
+    # normals per residue). Translations: N(0, I) in the diffusion space (Å × coord_scale).
+    if config.rotation_noise == "igso3":
+        rots = uniform_rotation_from_normals(noise.rot_omega, noise.rot_axis)
+    else:
+        rots = igso3_from_normals(jnp.asarray(config.rot_sigma_max, dtype), noise.rot_omega, noise.rot_axis)
     trans = jnp.sqrt(1 - r3_alpha_bar(jnp.ones((), dtype))) * noise.trans_init
     frames = Rigid(rots, trans)
 
     timesteps = jnp.linspace(1.0, 0.0, num_steps + 1, dtype=dtype)
+    sigma_max = config.rot_sigma_max
 
     def step(frames, inputs):
         t_now, t_next, trans_normal = inputs
         pred = denoise(frames, t_now)
-        return se3_reverse_step(frames, pred, t_now, t_next, trans_normal), None
+        return se3_reverse_step(frames, pred, t_now, t_next, trans_normal, sigma_max), None
 
     frames, _ = jax.lax.scan(step, frames, (timesteps[:-2], timesteps[1:-1], noise.trans_steps))
     # Last step lands on t = 0: take the prediction itself.
     frames = denoise(frames, timesteps[-2])
+    # Back to Å; a model of centred structures gives centred samples (exactly, here).
+    frames = from_diffusion_space(frames, config.coord_scale)
+    if config.center_coords:
+        frames = Rigid(frames.rots, frames.trans - masked_centroid(frames.trans)[..., None, :])
     coords_N, coords_CA, coords_C = backbone_from_frames(frames)
     return {
         "frames_rots": frames.rots,

@@ -19,7 +19,8 @@ class AlphaFold2(nn.Module):
         self.pairformer_blocks = [
             PairformerBlock(c.c_s, c.c_z, c.pairformer_heads) for _ in range(c.num_pairformer_blocks)
         ]
-        self.diffusion_module = DiffusionModule(c.c_s, c.c_z, c.c_atom, c.num_denoise_blocks, c.denoise_heads)
+        self.diffusion_module = DiffusionModule(c.c_s, c.c_z, c.c_atom, c.num_denoise_blocks, c.denoise_heads,
+                                                c.rotation_update)
         self.plddt_head = PLDDTHead(c.c_s, c.num_plddt_bins)
 
     def trunk(self, sequence, residue_index, mask=None):

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from .layers import GELU, LayerNorm, Linear, fused_linear, key_mask_bias, run_sequential, split_heads
-from ..geometry.rigid import Rigid, axis_angle_to_rotation, compose
+from ..geometry.rigid import Rigid, axis_angle_to_rotation, compose, quaternion_update_to_rotation
 
 
 class Conditioning(NamedTuple):
@@ -89,6 +89,10 @@ class DiffusionModule(nn.Module):
     c_atom: int
     n_blocks: int
     n_heads: int
+    # How output_proj's first three outputs become the rotation update: "rodrigues" (the
+    # reference: an axis-angle vector, whose zero-initialised weights never move, the map having
+    # zero derivative at 0) or "quaternion" (AlphaFold 2's (1, b, c, d)/‖·‖, which learns).
+    rotation_update: str = "rodrigues"
 
     def setup(self):
         self.frame_proj = Linear(self.c_atom)
@@ -113,7 +117,11 @@ class DiffusionModule(nn.Module):
         for block, bias in zip(self.blocks, cond.attn_bias):
             h = block.attend(h, bias, time_cond)
         correction = self.output_proj(h)
-        update = Rigid(axis_angle_to_rotation(correction[..., :3]), correction[..., 3:])
+        if self.rotation_update == "quaternion":
+            rot = quaternion_update_to_rotation(correction[..., :3])
+        else:
+            rot = axis_angle_to_rotation(correction[..., :3])
+        update = Rigid(rot, correction[..., 3:])
         return compose(noisy, update)
 
     def __call__(self, noisy: Rigid, t, single, pair, mask=None) -> Rigid:

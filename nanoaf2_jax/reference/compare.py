@@ -141,7 +141,7 @@ def _float64_twin_grads(ref_module, ref, config, batch, draws) -> dict:
     old = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
-        twin = ref_module.AlphaFold2(**config.to_dict()).to(torch.float64)
+        twin = ref_module.AlphaFold2(**config.reference_kwargs()).to(torch.float64)
         twin.load_state_dict({k: v.to(torch.float64) for k, v in ref.state_dict().items()})
         twin.train()
         with scripted_draws(ref_module, [np.asarray(d, np.float64) for d in draws]):
@@ -177,7 +177,7 @@ def compare_numbers(ref_module, config, *, lengths=(24, 17), num_steps=100, seed
     tol = 1e-9 if x64 else 2e-3
     rng = np.random.default_rng(seed)
 
-    ref = ref_module.AlphaFold2(**config.to_dict()).to(tdtype)
+    ref = ref_module.AlphaFold2(**config.reference_kwargs()).to(tdtype)
     randomise_weights(ref, seed)
     params = state_dict_to_params(ref.state_dict(), config, fdtype)
 

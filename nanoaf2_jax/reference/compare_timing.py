@@ -107,7 +107,7 @@ def run_timing(ref_module, config, *, lengths, repeats, num_steps, threads, epoc
     torch = import_torch()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    ref = ref_module.AlphaFold2(**config.to_dict())
+    ref = ref_module.AlphaFold2(**config.reference_kwargs())
     params = state_dict_to_params(ref.state_dict(), config)
     results = {"train_step": {}, "sampling": {}}
     lines = []
@@ -120,7 +120,7 @@ def run_timing(ref_module, config, *, lengths, repeats, num_steps, threads, epoc
     for L in lengths:
         protein = synthetic_protein(L, rng)
         batch = pad_batch([protein], L)
-        rt = ReferenceTrainer(ref_module.AlphaFold2(**config.to_dict()))
+        rt = ReferenceTrainer(ref_module.AlphaFold2(**config.reference_kwargs()))
         tb = to_torch(batch)
         r_med, r_min = _median_time(lambda: rt.step(tb), repeats)
         jt = JaxTrainer(params, config, attention_mask=False)
@@ -182,7 +182,7 @@ def run_epoch(ref_module, params, config, data_dir, rng, report) -> dict:
     lengths = [len(p["sequence"]) for p in proteins]
     buckets = default_buckets()
 
-    rt = ReferenceTrainer(ref_module.AlphaFold2(**config.to_dict()))
+    rt = ReferenceTrainer(ref_module.AlphaFold2(**config.reference_kwargs()))
     ref_batches = [to_torch(pad_batch([p], REFERENCE_PAD_LENGTH)) for p in proteins]
     rt.step(ref_batches[0])  # warm-up (allocator, threads)
     start = time.perf_counter()

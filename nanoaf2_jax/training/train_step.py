@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import optax
 
 from ..model.model_config import ModelConfig
-from ..diffusion.se3 import FrameNoise, draw_frame_noise, se3_forward_marginal
+from ..diffusion.se3 import (FrameNoise, draw_frame_noise, from_diffusion_space, se3_forward_marginal,
+                             to_diffusion_space)
 from ..model.losses import fape, frame_loss, plddt_loss
 from ..model.alphafold2 import AlphaFold2
 from ..geometry.rigid import backbone_from_frames, frames_from_backbone
@@ -53,18 +54,30 @@ def loss_fn(params, batch, noise: TrainNoise, config: ModelConfig, attention_mas
     mask = batch["mask"]
     model_mask = mask if attention_mask else None
     true_frames = frames_from_backbone(batch["coords_N"], batch["coords_CA"], batch["coords_C"])
+    # Diffusion space: centred on the CA centroid and scaled by coord_scale where the config says
+    # so (the reference: Å as read). The denoiser and the translation/rotation loss work there;
+    # FAPE (clamp 10 Å) and the pLDDT targets (15 Å) compare Å, centred the same way.
+    shift = config.center_coords or config.coord_scale != 1.0
+    diff_frames = (to_diffusion_space(true_frames, mask, config.center_coords, config.coord_scale)
+                   if shift else true_frames)
 
     def run(m):
         single, pair = m.trunk(batch["sequence"], residue_index_of(batch), model_mask)
-        noisy = se3_forward_marginal(true_frames, noise.t, noise.frames)
+        noisy = se3_forward_marginal(diff_frames, noise.t, noise.frames, config.rot_sigma_max,
+                                     config.rotation_noise)
         pred = m.diffusion_module(noisy, noise.t, single, pair, model_mask)
         return pred, m.plddt_logits(single)
 
     pred, logits = nn_apply(model, params, run)
-    _, pred_ca, _ = backbone_from_frames(pred)
-    true_ca = batch["coords_CA"]
-    trans, rot = frame_loss(pred, true_frames, mask)
-    fape_l = fape(pred, true_frames, pred_ca, true_ca, mask)
+    trans, rot = frame_loss(pred, diff_frames, mask)
+    if shift:
+        pred_a = from_diffusion_space(pred, config.coord_scale)
+        true_a = to_diffusion_space(true_frames, mask, config.center_coords, 1.0)
+    else:
+        pred_a, true_a = pred, true_frames
+    _, pred_ca, _ = backbone_from_frames(pred_a)
+    true_ca = true_a.trans if shift else batch["coords_CA"]
+    fape_l = fape(pred_a, true_a, pred_ca, true_ca, mask)
     plddt_l = plddt_loss(logits, pred_ca, true_ca, mask)
     total = (
         config.trans_weight * trans + config.rot_weight * rot + config.fape_weight * fape_l + config.plddt_weight * plddt_l
