@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..geometry.rigid import (NORM_EPS, Rigid, axis_angle_to_rotation, masked_centroid,
+from ..geometry.rigid import (NORM_EPS, Rigid, antisymmetric_vector, axis_angle_to_rotation, masked_centroid,
                               quaternion_to_rotation, rotation_angle_between, safe_norm)
 
 SO3_SIGMA_MAX = 1.5
@@ -219,10 +219,7 @@ def so3_reverse_step(rots_t, pred_rots_0, t_now, t_next, sigma_max=SO3_SIGMA_MAX
     sigma_next = t_next * sigma_max
     interp = 1.0 - sigma_next / (sigma_now + 1e-8)
     angle, rel = rotation_angle_between(pred_rots_0, rots_t)
-    axis = jnp.stack(
-        [rel[..., 2, 1] - rel[..., 1, 2], rel[..., 0, 2] - rel[..., 2, 0], rel[..., 1, 0] - rel[..., 0, 1]],
-        axis=-1,
-    )
+    axis = antisymmetric_vector(rel)
     axis = axis / (safe_norm(axis) + NORM_EPS)
     stepped = axis_angle_to_rotation(axis * (angle * interp)[..., None]) @ rots_t
     return jnp.where(sigma_now < 1e-8, pred_rots_0, stepped)

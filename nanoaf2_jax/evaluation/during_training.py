@@ -19,16 +19,13 @@ import numpy as np
 
 from ..data.structures import Protein, load_dataset
 from ..inference.predict import predict_codes
+from ..inference.records import safe_name
 from .scoring import score_prediction
 
 _LOG = logging.getLogger("nanoaf2_jax.train")
 CURVES_FILE = "training_curves.png"
 # Scores per protein in the record, and their means per protein set.
 _KEYS = ("ca_rmsd", "tm_score", "lddt", "backbone_rmsd")
-
-
-def _safe(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)
 
 
 class TrainingEvaluator:
@@ -54,7 +51,7 @@ class TrainingEvaluator:
                 pred = (result["coords_N"][0], result["coords_CA"][0], result["coords_C"][0])
                 scores = score_prediction(pred[1], protein.coords_CA, pred, native)
                 for key in _KEYS:
-                    record[f"eval/{set_name}/{_safe(protein.name)}/{key}"] = float(scores[key])
+                    record[f"eval/{set_name}/{safe_name(protein.name, f'protein{index}')}/{key}"] = float(scores[key])
                     per_score[key].append(float(scores[key]))
             for key, values in per_score.items():
                 if values:

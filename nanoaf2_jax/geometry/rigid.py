@@ -102,6 +102,13 @@ def rotation_angle_between(rots_a: jnp.ndarray, rots_b: jnp.ndarray, eps: float 
     return _angle_of(rel, eps), rel
 
 
+def antisymmetric_vector(rel: jnp.ndarray) -> jnp.ndarray:
+    """vee(R - Rᵀ) = 2 sin θ · axis for a rotation R by θ about axis: [..., 3, 3] -> [..., 3]."""
+    return jnp.stack(
+        [rel[..., 2, 1] - rel[..., 1, 2], rel[..., 0, 2] - rel[..., 2, 0], rel[..., 1, 0] - rel[..., 0, 1]], axis=-1
+    )
+
+
 def _angle_of(rel: jnp.ndarray, eps: float) -> jnp.ndarray:
     """arccos(clip((tr R - 1)/2, -1+eps, 1-eps)): the reference's formula in float64; in lower
     precision the same function on rotations, evaluated as atan2(sin θ, cos θ).
@@ -122,9 +129,7 @@ def _angle_of(rel: jnp.ndarray, eps: float) -> jnp.ndarray:
     literal = jnp.arccos(jnp.clip(cos, lo, hi))
     if jnp.finfo(rel.dtype).bits >= 64:
         return literal
-    sin_axis = jnp.stack(
-        [rel[..., 2, 1] - rel[..., 1, 2], rel[..., 0, 2] - rel[..., 2, 0], rel[..., 1, 0] - rel[..., 0, 1]], axis=-1
-    )
+    sin_axis = antisymmetric_vector(rel)
     sin_sq = jnp.sum(sin_axis * sin_axis, axis=-1) / 4
     stable = (cos > lo) & (cos < hi) & (sin_sq > 0) & (jnp.abs(sin_sq + cos * cos - 1) < 1e-3)
     # The inner where keeps sqrt's gradient finite on the branch that is not taken.

@@ -135,6 +135,16 @@ class Difference:
                 f"relative {self.relative:8.1e}  {status}")
 
 
+def _reference_loss_and_grads(ref_module, model, batch, draws, dtype):
+    """The reference's forward (its own loss dict) and its parameter gradients on `draws`."""
+    model.train()
+    model.zero_grad()
+    with scripted_draws(ref_module, draws):
+        out = model(to_torch(batch, dtype))
+    out["loss"].backward()
+    return out, {name: p.grad.detach().cpu().numpy() for name, p in model.named_parameters()}
+
+
 def _float64_twin_grads(ref_module, ref, config, batch, draws) -> dict:
     """The reference's gradients in float64 on the float32 run's exact weights, batch and draws."""
     torch = import_torch()
@@ -143,11 +153,8 @@ def _float64_twin_grads(ref_module, ref, config, batch, draws) -> dict:
     try:
         twin = ref_module.AlphaFold2(**config.reference_kwargs()).to(torch.float64)
         twin.load_state_dict({k: v.to(torch.float64) for k, v in ref.state_dict().items()})
-        twin.train()
-        with scripted_draws(ref_module, [np.asarray(d, np.float64) for d in draws]):
-            out = twin(to_torch(batch, torch.float64))
-        out["loss"].backward()
-        return {name: p.grad.detach().cpu().numpy() for name, p in twin.named_parameters()}
+        return _reference_loss_and_grads(ref_module, twin, batch, [np.asarray(d, np.float64) for d in draws],
+                                         torch.float64)[1]
     finally:
         torch.set_default_dtype(old)
 
@@ -189,12 +196,7 @@ def compare_numbers(ref_module, config, *, lengths=(24, 17), num_steps=100, seed
     draws = [x.astype(fdtype) for x in (t, omega, axis, trans)]
 
     # Reference: forward (its own losses) and backward.
-    ref.train()
-    ref.zero_grad()
-    with scripted_draws(ref_module, draws):
-        out = ref(to_torch(batch, tdtype))
-    out["loss"].backward()
-    ref_grads = {name: p.grad.detach().cpu().numpy() for name, p in ref.named_parameters()}
+    out, ref_grads = _reference_loss_and_grads(ref_module, ref, batch, draws, tdtype)
 
     # Ours, on the same draws.
     noise = TrainNoise(*map(jnp.asarray, draws[:1]), FrameNoise(*map(jnp.asarray, draws[1:])))
