@@ -18,6 +18,7 @@ import sys
 from configs import PRESETS, get_preset
 from nanoaf2_jax.data.download import RCSB_DOWNLOAD_URL, DownloadError, validate_pdb_id
 from nanoaf2_jax.data.structures import StructureError
+from nanoaf2_jax.model import model_config
 from nanoaf2_jax.model.precision import add_matmul_precision_argument, set_matmul_precision
 from nanoaf2_jax.training.train_config import ConfigError, TrainConfig, TrainingError
 
@@ -92,6 +93,28 @@ _OVERRIDES = [
          "the denoiser's rotation update from its output: 'rodrigues' (the reference's "
          "axis-angle map; from zero-initialised weights it never learns) or 'quaternion' "
          "(AlphaFold 2's (1, b, c, d)/norm)"),
+        ("--translation-update", "translation_update", "translation_update",
+         "the frame the denoiser's translation update is expressed in: 'local' (the reference: "
+         "the noisy input frame) or 'global' (the diffusion space)"),
+        ("--rotation-base", "rotation_base", "rotation_base",
+         "what the rotation update composes onto: 'noisy' (the reference: the noisy input "
+         "rotation) or 'ca_trace' (the frame of the predicted CA(i-1), CA(i), CA(i+1))"),
+        ("--rotation-head", "rotation_head", "rotation_head",
+         "where the rotation update comes from: 'output_proj' (the reference: the shared output "
+         "layer) or 'local_geometry' (an MLP of the detached denoiser features and the CA "
+         "neighbours in the base frame, so the rotation loss cannot disturb the translations)"),
+        ("--fape-atoms", "fape_atoms", "fape_atoms",
+         "atoms FAPE scores in every frame: 'ca' (the reference) or 'backbone' (N, CA, C)"),
+        ("--plddt-head", "plddt_head", "plddt_head",
+         "'single' (the reference: pLDDT from the trunk's single representation, one per "
+         "sequence) or 'structure' (also reads the predicted CA distances: one per sample)"),
+        ("--sampling-eta", "sampling_eta", "optional_float",
+         "translation reverse step when sampling (also while training): none (the reference's "
+         "step, in effect noise-free) or η of DDIM(η) with the correct posterior noise (0 "
+         "deterministic, 1 DDPM); sample.py --eta overrides it"),
+        ("--plddt-target", "plddt_target", "plddt_target",
+         "what pLDDT is trained on: 'ca_distance' (the reference: clamp(1 - |ΔCA|/15 Å)) or "
+         "'lddt_ca' (the prediction's lDDT-Cα)"),
     ]),
 ]
 
@@ -127,6 +150,10 @@ def _optional_int(text: str) -> int | None:
     return None if text.lower() == "none" else int(text)
 
 
+def _optional_float(text: str) -> float | None:
+    return None if text.lower() == "none" else float(text)
+
+
 def _buckets(text: str) -> tuple[int, ...] | None:
     if text.lower() == "none":
         return None
@@ -137,28 +164,30 @@ def _buckets(text: str) -> tuple[int, ...] | None:
                                          "or none") from None
 
 
-def _rotation_noise(text: str) -> str:
-    from nanoaf2_jax.model.model_config import ROTATION_NOISES
+def _choice(what: str, allowed: tuple[str, ...]):
+    def parse(text: str) -> str:
+        if text not in allowed:
+            raise argparse.ArgumentTypeError(f"invalid {what} {text!r}: choose one of "
+                                             f"{', '.join(allowed)}")
+        return text
 
-    if text not in ROTATION_NOISES:
-        raise argparse.ArgumentTypeError(f"invalid rotation noise {text!r}: choose one of "
-                                         f"{', '.join(ROTATION_NOISES)}")
-    return text
-
-
-def _rotation_update(text: str) -> str:
-    from nanoaf2_jax.model.model_config import ROTATION_UPDATES
-
-    if text not in ROTATION_UPDATES:
-        raise argparse.ArgumentTypeError(f"invalid rotation update {text!r}: choose one of "
-                                         f"{', '.join(ROTATION_UPDATES)}")
-    return text
+    return parse
 
 
-_TYPES = {"ids": _pdb_ids, "optional_int": _optional_int, "buckets": _buckets,
-          "rotation_noise": _rotation_noise, "rotation_update": _rotation_update}
-_METAVARS = {int: "N", float: "X", "ids": "IDS", "optional_int": "N|none", "buckets": "EDGES|none",
-             "rotation_noise": "reference|igso3", "rotation_update": "rodrigues|quaternion"}
+_CHOICES = {"rotation_noise": model_config.ROTATION_NOISES,
+            "rotation_update": model_config.ROTATION_UPDATES,
+            "translation_update": model_config.TRANSLATION_UPDATES,
+            "rotation_base": model_config.ROTATION_BASES,
+            "rotation_head": model_config.ROTATION_HEADS,
+            "fape_atoms": model_config.FAPE_ATOMS,
+            "plddt_head": model_config.PLDDT_HEADS,
+            "plddt_target": model_config.PLDDT_TARGETS}
+_TYPES = {"ids": _pdb_ids, "optional_int": _optional_int, "optional_float": _optional_float,
+          "buckets": _buckets,
+          **{name: _choice(name.replace("_", " "), allowed) for name, allowed in _CHOICES.items()}}
+_METAVARS = {int: "N", float: "X", "ids": "IDS", "optional_int": "N|none", "optional_float": "X|none",
+             "buckets": "EDGES|none",
+             **{name: "|".join(allowed) for name, allowed in _CHOICES.items()}}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -38,10 +38,11 @@ from nanoaf2_jax.training.train_step import draw_train_noise, loss_fn
 N = 20000
 KS_TOL = 1.949 / math.sqrt(N)  # α = 0.001
 
-TINY_REF = dataclasses.replace(MODEL_PRESETS["tiny"], center_coords=False, coord_scale=1.0,
-                               rotation_noise="reference", rot_sigma_max=1.5,
-                               rotation_update="rodrigues")
-NEW_FIELDS = ("center_coords", "coord_scale", "rotation_noise", "rot_sigma_max", "rotation_update")
+NEW_FIELDS = ("center_coords", "coord_scale", "rotation_noise", "rot_sigma_max", "rotation_update",
+              "translation_update", "rotation_base", "rotation_head", "fape_atoms", "plddt_head",
+              "plddt_target", "sampling_eta")
+# The tiny architecture with every issue-11 field at the reference's value.
+TINY_REF = dataclasses.replace(MODEL_PRESETS["tiny"], **{f: getattr(ModelConfig(), f) for f in NEW_FIELDS})
 
 
 def ks_statistic(samples, cdf):
@@ -71,9 +72,12 @@ def maxwell_cdf(x):
 def test_fields_are_off_by_default_on_in_the_default_preset_and_fixture_configs_load():
     ref = ModelConfig()
     values = lambda c: tuple(getattr(c, f) for f in NEW_FIELDS)  # noqa: E731
-    assert values(ref) == (False, 1.0, "reference", 1.5, "rodrigues")
+    assert values(ref) == (False, 1.0, "reference", 1.5, "rodrigues", "local", "noisy",
+                           "output_proj", "ca", "single", "ca_distance", None)
     assert MODEL_PRESETS["reference"] == ref
-    assert values(MODEL_PRESETS["default"]) == (True, 0.1, "igso3", 2.0, "rodrigues")
+    assert values(MODEL_PRESETS["default"]) == (True, 0.1, "igso3", 2.0, "rodrigues", "global",
+                                                "noisy", "output_proj", "ca", "structure",
+                                                "lddt_ca", None)
     # A config saved before the fields existed (the fixtures' JSON) is the reference's.
     old = {k: v for k, v in ref.to_dict().items() if k not in NEW_FIELDS}
     assert ModelConfig.from_dict(old) == ref

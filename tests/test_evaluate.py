@@ -8,14 +8,13 @@ import pytest
 
 from nanoaf2_jax.cli import evaluate
 from nanoaf2_jax.evaluation import scoring
-from nanoaf2_jax.model.model_config import ModelConfig
+from nanoaf2_jax.model.model_config import MODEL_PRESETS
 from nanoaf2_jax.model.convert import params_to_state_dict, save_state_dict, template_params
 from nanoaf2_jax.geometry.residue_constants import encode_sequence
 from nanoaf2_jax.inference.structure_io import write_backbone
 from helpers import run_main
 
-TINY = ModelConfig(c_s=32, c_z=16, c_atom=32, num_pairformer_blocks=1, num_denoise_blocks=1,
-                   pairformer_heads=4, denoise_heads=4)
+TINY = MODEL_PRESETS["tiny"]  # what `--preset tiny` loads a bare state_dict as
 
 
 def random_params(config, seed=0):

@@ -57,6 +57,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                              "structures (default: %(default)s)")
     parser.add_argument("--steps", type=positive_int, default=NUM_SAMPLE_STEPS,
                         help="reverse-diffusion steps (default: %(default)s, as the reference)")
+    parser.add_argument(
+        "--eta", type=checked_number(float, lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+        metavar="X",
+        help="translation reverse step DDIM(η) with the correct posterior noise: 0 is "
+             "deterministic, 1 is DDPM's ancestral sampler (default: the checkpoint's "
+             "sampling_eta; the reference preset's step adds no real noise)")
     parser.add_argument("--format", choices=("pdb", "cif"), default="pdb",
                         help="structure file format: pdb, or cif for ModelCIF (mmCIF with pLDDT as "
                         "per-residue and global quality metrics, as AlphaFold writes) "

@@ -22,7 +22,8 @@ from ..inference.output import (
     write_json,
     write_samples,
 )
-from ..inference.predict import check_memory, load_model, predict_codes, record_seed
+from ..inference.predict import (check_memory, load_model, predict_codes, record_seed,
+                                 with_sampling_options)
 from ..inference.records import InputError, Record, record_from_protein, records_from_inputs
 from ..model.precision import set_matmul_precision
 from .options import add_model_arguments, cli_errors
@@ -95,6 +96,7 @@ def resolve_inputs(args) -> tuple[list[Record], Protein | None]:
 def run(args) -> dict:
     records, native = resolve_inputs(args)
     params, config, info = load_model(args.checkpoint, args.preset)
+    config = with_sampling_options(config, args)
     check_memory(records, config, args.num_samples, args.steps, args.max_memory_gb, args.force)
     if args.preset and info.get("kind") == "checkpoint":
         log(f"note: --preset {args.preset} ignored: {args.checkpoint} carries its own model config")
@@ -115,7 +117,7 @@ def run(args) -> dict:
             seconds = time.perf_counter() - start
             files = write_samples(stage, rec, result, args.format, header_args)
             mean_plddt = 100.0 * float(np.mean(result["plddt"]))
-            samples = [{"sample": k, "file": f, "mean_plddt": mean_plddt}
+            samples = [{"sample": k, "file": f, "mean_plddt": 100.0 * float(np.mean(result["plddt"][k]))}
                        for k, f in enumerate(files)]
             entry = {"name": rec.name, "length": rec.length, "sequence": rec.sequence,
                      "mean_plddt": mean_plddt, "plddt": 100.0 * result["plddt"],
@@ -131,7 +133,7 @@ def run(args) -> dict:
                 entry["best_sample"] = k
                 entry["plot"] = f"{rec.name}.png"
                 write_plot(stage / entry["plot"], rec.name, result["coords_CA"][k],
-                           native.coords_CA, result["plddt"], scores[k], k, args.num_samples)
+                           native.coords_CA, result["plddt"][k], scores[k], k, args.num_samples)
             summary["records"].append(entry)
             log(f"[{i + 1}/{len(records)}] {rec.name}: done in {seconds:.1f} s "
                 f"(mean pLDDT {mean_plddt:.1f})")

@@ -243,15 +243,27 @@ def r3_forward_marginal(trans_0, t, normal):
     return jnp.sqrt(ab) * trans_0 + jnp.sqrt(1 - ab) * normal
 
 
-def r3_reverse_step(trans_t, pred_trans_0, t_now, t_next, normal):
-    """DDIM-style mean from the implied noise, plus sqrt(1 - ᾱ_next/ᾱ_now) fresh noise when
-    t_next > 0 (no noise on the last step)."""
+def r3_reverse_step(trans_t, pred_trans_0, t_now, t_next, normal, eta=None):
+    """One reverse step of the translations from t_now to t_next < t_now.
+
+    eta None: the reference's step, the DDIM mean from the implied noise plus
+    sqrt(max(1 - ᾱ_next/ᾱ_now, 1e-8)) fresh noise when t_next > 0. That β is negative at every
+    reverse step (ᾱ grows as t falls), so the noise is always the clamp's 1e-4: in effect DDIM.
+    eta a number: DDIM(η) (Song et al. 2021, eq. 12) with the posterior standard deviation
+    σ = η · sqrt((1 - ᾱ_next)/(1 - ᾱ_now)) · sqrt(1 - ᾱ_now/ᾱ_next): η = 0 is deterministic,
+    η = 1 is DDPM's ancestral sampler; the last step (t_next = 0) adds no noise either way.
+    """
     ab_now, ab_next = r3_alpha_bar(t_now), r3_alpha_bar(t_next)
     noise_est = (trans_t - jnp.sqrt(ab_now) * pred_trans_0) / (jnp.sqrt(1 - ab_now) + 1e-8)
-    mean = jnp.sqrt(ab_next) * pred_trans_0 + jnp.sqrt(1 - ab_next) * noise_est
-    beta = 1 - ab_next / ab_now
-    noisy = mean + jnp.sqrt(jnp.maximum(beta, 1e-8)) * normal
-    return jnp.where(t_next > 0, noisy, mean)
+    if eta is None:
+        mean = jnp.sqrt(ab_next) * pred_trans_0 + jnp.sqrt(1 - ab_next) * noise_est
+        beta = 1 - ab_next / ab_now
+        noisy = mean + jnp.sqrt(jnp.maximum(beta, 1e-8)) * normal
+        return jnp.where(t_next > 0, noisy, mean)
+    var = eta**2 * (1 - ab_next) / (1 - ab_now) * (1 - ab_now / ab_next)
+    var = jnp.clip(var, 0.0, 1 - ab_next)
+    mean = jnp.sqrt(ab_next) * pred_trans_0 + jnp.sqrt(1 - ab_next - var) * noise_est
+    return jnp.where(t_next > 0, mean + jnp.sqrt(var) * normal, mean)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,10 +282,10 @@ def se3_forward_marginal(frames: Rigid, t, noise: FrameNoise, sigma_max=SO3_SIGM
 
 
 def se3_reverse_step(frames_t: Rigid, pred_0: Rigid, t_now, t_next, trans_normal,
-                     sigma_max=SO3_SIGMA_MAX) -> Rigid:
+                     sigma_max=SO3_SIGMA_MAX, eta=None) -> Rigid:
     return Rigid(
         so3_reverse_step(frames_t.rots, pred_0.rots, t_now, t_next, sigma_max),
-        r3_reverse_step(frames_t.trans, pred_0.trans, t_now, t_next, trans_normal),
+        r3_reverse_step(frames_t.trans, pred_0.trans, t_now, t_next, trans_normal, eta),
     )
 
 

@@ -21,9 +21,11 @@ import numpy as np
 from ..data.structures import load_dataset
 from ..inference.output import (describe_checkpoint, format_value, log, staged_output, write_json,
                                 write_samples)
-from ..inference.predict import check_memory, load_model, predict_codes, record_seed
+from ..inference.predict import (check_memory, load_model, predict_codes, record_seed,
+                                 with_sampling_options)
 from ..inference.records import Record, record_from_protein, unique_names
-from .scoring import best_and_mean, best_sample, sample_backbone, score_prediction, write_plot
+from .scoring import (best_and_mean, best_sample, pearson_r, plddt_calibration, sample_backbone,
+                      score_prediction, write_plot)
 
 COLUMNS = [
     # (header, key, digits)
@@ -38,6 +40,7 @@ COLUMNS = [
     ("frame rotation error mean (°)", "rotation_error_deg_mean", 1),
     ("C-N within 0.1 Å mean", "c_n_within_0.1_mean", 2),
     ("mean pLDDT", "mean_plddt", 1),
+    ("pLDDT − 100·lDDT", "plddt_error", 1),
 ]
 
 
@@ -50,15 +53,18 @@ def evaluate_record(params, config, record: Record, native_ca, seed, num_samples
     seconds = time.perf_counter() - start
     scores = [score_prediction(ca, native_ca, sample_backbone(result, k), native_backbone)
               for k, ca in enumerate(result["coords_CA"])]
+    calibration = plddt_calibration(result["plddt"], result["coords_CA"], native_ca)
+    for s, per_sample in zip(scores, calibration.pop("samples")):
+        s.update(per_sample)
     entry = {
         "protein": record.name,
         "residues": record.length,
         "sequence": record.sequence,
-        "mean_plddt": 100.0 * float(np.mean(result["plddt"])),
         "seconds": seconds,
         "best_sample": best_sample(scores),
         "samples": [{"sample": k, **s} for k, s in enumerate(scores)],
         **best_and_mean(scores),
+        **calibration,
     }
     return result, entry
 
@@ -101,18 +107,33 @@ def markdown_report(entries: list[dict], args, checkpoint: str) -> str:
         "length; lDDT on CA atoms (15 Å inclusion radius). N-CA-C RMSD after superposing all "
         "three atoms; frame rotation error: the angle between each predicted residue frame "
         "(after that superposition) and the native one, averaged over residues; C-N within "
-        "0.1 Å: the fraction of peptide bonds C(i)-N(i+1) within 0.1 Å of 1.33 Å. pLDDT comes "
-        "from the trunk and is the "
-        "same for every sample. The PNG and structure file per protein show the sample with the "
-        "highest TM-score.",
+        "0.1 Å: the fraction of peptide bonds C(i)-N(i+1) within 0.1 Å of 1.33 Å. Mean pLDDT: "
+        "over residues and samples (a model with the reference's sequence-only pLDDT head gives "
+        "every sample the same); pLDDT − 100·lDDT: that mean minus 100 × the mean per-residue "
+        "lDDT-Cα of the same samples (0 is calibrated). The PNG and structure file per protein "
+        "show the sample with the highest TM-score.",
+        "",
+        f"Per-residue pLDDT against lDDT-Cα over every residue of every sample: Pearson r = "
+        f"{format_value(residue_pearson(entries), 3)}.",
         "",
     ])
+
+
+def residue_pearson(entries: list[dict]) -> float:
+    """Pearson r of per-residue pLDDT with lDDT-Cα, pooled over all samples of all proteins."""
+    pairs = [(p, q) for e in entries for s in e["samples"]
+             for p, q in zip(s["plddt_per_residue"], s["lddt_per_residue"])]
+    if not pairs:
+        return float("nan")
+    x, y = np.asarray(pairs, np.float64).T
+    return pearson_r(x, y)
 
 
 def run(args) -> list[dict]:
     proteins = load_dataset(args.data_dir, min_length=args.min_length, max_length=args.max_length)
     records = unique_names([record_from_protein(p) for p in proteins])
     params, config, info = load_model(args.checkpoint, args.preset)
+    config = with_sampling_options(config, args)
     check_memory(records, config, args.num_samples, args.steps, args.max_memory_gb, args.force)
     checkpoint = describe_checkpoint(args.checkpoint, info)
     header_args = {"checkpoint": checkpoint, "seed": args.seed, "steps": args.steps}
@@ -129,7 +150,7 @@ def run(args) -> list[dict]:
                                           indices=[k])[0]
             entry["plot"] = f"{rec.name}.png"
             write_plot(stage / entry["plot"], rec.name, result["coords_CA"][k], protein.coords_CA,
-                       result["plddt"], entry["samples"][k], k, args.num_samples)
+                       result["plddt"][k], entry["samples"][k], k, args.num_samples)
             entries.append(entry)
             log(f"[{i + 1}/{len(records)}] {rec.name}: TM-score best "
                 f"{entry['tm_score_best']:.3f}, CA-RMSD best {entry['ca_rmsd_best']:.2f} Å "
@@ -140,6 +161,7 @@ def run(args) -> list[dict]:
             "config": config.to_dict(), "num_samples": args.num_samples, "steps": args.steps,
             "seed": args.seed, "proteins": entries,
             "mean": mean_row(entries) if entries else None,
+            "plddt_lddt_pearson_r": residue_pearson(entries),
         })
         (stage / "evaluation.md").write_text(report)
     print(markdown_table(entries))

@@ -31,6 +31,34 @@ def score_prediction(pred_ca, native_ca, pred_backbone=None, native_backbone=Non
     return scores
 
 
+def plddt_calibration(plddt, pred_ca, native_ca) -> dict:
+    """How well pLDDT [N, L] (in [0, 1]) predicts the lDDT-Cα of each of the N samples.
+
+    Returns mean_plddt and mean_residue_lddt (both 0-100, over residues and samples),
+    plddt_error (their difference) and, per sample, its mean pLDDT and the per-residue pLDDT and
+    lDDT-Cα (0-100; NaN where a residue has no neighbour within 15 Å) under "samples"."""
+    plddt = np.asarray(plddt, np.float64)
+    lddt = np.stack([lddt_ca(ca, native_ca)[1] for ca in pred_ca])
+    samples = [{"mean_plddt": 100.0 * float(np.mean(p_row)),
+                "plddt_per_residue": [round(100.0 * float(v), 2) for v in p_row],
+                "lddt_per_residue": [round(100.0 * float(v), 2) for v in l_row]}
+               for p_row, l_row in zip(plddt, lddt)]
+    mean_plddt = 100.0 * float(np.mean(plddt))
+    mean_lddt = 100.0 * float(np.nanmean(lddt))
+    return {"mean_plddt": mean_plddt, "mean_residue_lddt": mean_lddt,
+            "plddt_error": mean_plddt - mean_lddt, "samples": samples}
+
+
+def pearson_r(x, y) -> float:
+    """Pearson correlation of the finite pairs; NaN if fewer than 2 or either is constant."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if x.size < 2 or np.std(x) == 0 or np.std(y) == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
+
+
 def sample_backbone(result: dict, k: int):
     """(N, CA, C) of sample k of a sampling result."""
     return result["coords_N"][k], result["coords_CA"][k], result["coords_C"][k]

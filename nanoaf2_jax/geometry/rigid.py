@@ -171,3 +171,52 @@ def masked_centroid(points: jnp.ndarray, mask=None) -> jnp.ndarray:
         return jnp.mean(points, axis=-2)
     m = mask.astype(points.dtype)[..., None]
     return jnp.sum(points * m, axis=-2) / jnp.maximum(jnp.sum(m, axis=-2), 1.0)
+
+
+def ca_trace_rotations(ca: jnp.ndarray, mask=None) -> jnp.ndarray:
+    """A rotation per residue from its CA neighbours alone: frames_from_backbone(CA(i-1), CA(i),
+    CA(i+1)). ca [..., L, 3], mask [..., L] -> [..., L, 3, 3].
+
+    Why: a CA trace fixes most of each residue's N-CA-C orientation (CA-only backbone builders
+    rest on that), so a rotation predicted as this frame times a learned correction starts within
+    tens of degrees of the truth instead of from the noisy input's random rotation. Residues
+    without a real neighbour on both sides (the chain ends, the last one before padding) take the
+    frame of their inner neighbour; with fewer than three real residues, the identity.
+    """
+    prev = jnp.concatenate([ca[..., :1, :], ca[..., :-1, :]], axis=-2)
+    nxt = jnp.concatenate([ca[..., 1:, :], ca[..., -1:, :]], axis=-2)
+    rots = frames_from_backbone(prev, ca, nxt).rots
+    valid = jnp.ones(ca.shape[:-1], bool) if mask is None else mask.astype(bool)
+
+    def shifted(x, by, fill):  # x[..., i + by] along the residue axis (-1 of x), edge: fill
+        pad = jnp.broadcast_to(fill, x[..., :abs(by)].shape)
+        return (jnp.concatenate([x[..., by:], pad], axis=-1) if by > 0
+                else jnp.concatenate([pad, x[..., :by]], axis=-1))
+
+    interior = valid & shifted(valid, -1, False) & shifted(valid, 1, False)
+    rots_last = jnp.moveaxis(rots, -3, -1)  # [..., 3, 3, L]: residues last for `shifted`
+    inner_next = jnp.moveaxis(shifted(rots_last, 1, 0.0), -1, -3)
+    inner_prev = jnp.moveaxis(shifted(rots_last, -1, 0.0), -1, -3)
+    eye = jnp.broadcast_to(jnp.eye(3, dtype=ca.dtype), rots.shape)
+    end = jnp.where(shifted(interior, 1, False)[..., None, None], inner_next,
+                    jnp.where(shifted(interior, -1, False)[..., None, None], inner_prev, eye))
+    return jnp.where(interior[..., None, None], rots, end)
+
+
+def local_neighbour_vectors(ca: jnp.ndarray, rots: jnp.ndarray, mask=None, offsets=(-2, -1, 1, 2)):
+    """CA(i+k) - CA(i) in residue i's frame, for each k in offsets, zero where residue i+k is
+    not a real residue; and those validity flags. ca [..., L, 3], rots [..., L, 3, 3] ->
+    [..., L, 3·len(offsets)], [..., L, len(offsets)]. Rotation- and translation-invariant
+    features of the local chain geometry (what fixes N and C given the CA trace)."""
+    L = ca.shape[-2]
+    valid = jnp.ones(ca.shape[:-1], bool) if mask is None else mask.astype(bool)
+    vectors, flags = [], []
+    for k in offsets:
+        idx = jnp.clip(jnp.arange(L) + k, 0, L - 1)
+        inside = (jnp.arange(L) + k >= 0) & (jnp.arange(L) + k < L)
+        ok = valid & jnp.take(valid, idx, axis=-1) & inside
+        delta = jnp.take(ca, idx, axis=-2) - ca
+        local = jnp.einsum("...ji,...j->...i", rots, delta)
+        vectors.append(local * ok[..., None].astype(ca.dtype))
+        flags.append(ok.astype(ca.dtype))
+    return jnp.concatenate(vectors, axis=-1), jnp.stack(flags, axis=-1)

@@ -86,7 +86,7 @@ def write_samples(stage: Path, record: Record, result: dict, fmt: str, header_ar
     for k in range(n) if indices is None else indices:
         name = f"{stem or record.name}_sample{k}.{fmt}"
         write_backbone(stage / name, record.codes, result["coords_N"][k], result["coords_CA"][k],
-                       result["coords_C"][k], plddt=result["plddt"],
+                       result["coords_C"][k], plddt=result["plddt"][k],
                        header_lines=structure_header(record, k=k, n=n, **header_args), fmt=fmt)
         names.append(name)
     return names

@@ -12,6 +12,7 @@ generator seeded with (seed, i, k). Sample k of a record is therefore the same s
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import jax
@@ -48,6 +49,13 @@ def load_model(checkpoint, preset: str | None = None):
             message = f"checkpoint {path}: {message}"
         raise InputError(message) from err
     return params, config, dict(info or {})
+
+
+def with_sampling_options(config: ModelConfig, args) -> ModelConfig:
+    """The model config with the command line's sampling options (--eta) applied."""
+    if getattr(args, "eta", None) is None:
+        return config
+    return dataclasses.replace(config, sampling_eta=args.eta)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,8 +117,8 @@ def params_dtype(params):
 def predict_codes(params, config: ModelConfig, codes, seed, num_samples: int,
                   num_steps: int = NUM_SAMPLE_STEPS) -> dict:
     """All N samples of one sequence in one compiled call. Returns numpy arrays:
-    coords_N/CA/C [N, L, 3] and plddt [L] in [0, 1] (pLDDT comes from the trunk, so it is the
-    same for every sample)."""
+    coords_N/CA/C [N, L, 3] and plddt [N, L] in [0, 1] (with the reference's sequence-only head
+    every row is the same)."""
     codes = jnp.asarray(codes, jnp.int32)
     noise = draw_noise(seed, num_samples, int(codes.shape[0]), num_steps, params_dtype(params))
     result = sample_jit(params, codes, noise, config)

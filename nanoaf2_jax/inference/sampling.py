@@ -42,7 +42,7 @@ def draw_sample_noise(key, num_samples: int, length: int, num_steps: int = NUM_S
 
 def sample(params, sequence, noise: SampleNoise, config: ModelConfig):
     """Sequence [L] -> dict of frames_rots [N, L, 3, 3], frames_trans, coords_N/CA/C [N, L, 3],
-    plddt [L]. The number of steps is the leading size of noise.trans_steps plus one."""
+    plddt [N, L] (the same row for every sample with the reference's sequence-only head). The number of steps is the leading size of noise.trans_steps plus one."""
     num_steps = noise.trans_steps.shape[0] + 1
     n, L = noise.rot_omega.shape
     dtype = noise.trans_init.dtype
@@ -52,9 +52,9 @@ def sample(params, sequence, noise: SampleNoise, config: ModelConfig):
 
     def trunk(m):
         single, pair = m.trunk(seq, residue_index)
-        return m.condition(single, pair), m.plddt_logits(single)
+        return single, pair, m.condition(single, pair)
 
-    cond, logits = nn_apply(model, params, trunk)
+    single, pair, cond = nn_apply(model, params, trunk)
     # One trunk pass serves all N samples: broadcast its conditioning over the sample axis.
     cond = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n, *x.shape[1:])), cond)
 
@@ -77,7 +77,8 @@ def sample(params, sequence, noise: SampleNoise, config: ModelConfig):
     def step(frames, inputs):
         t_now, t_next, trans_normal = inputs
         pred = denoise(frames, t_now)
-        return se3_reverse_step(frames, pred, t_now, t_next, trans_normal, sigma_max), None
+        return se3_reverse_step(frames, pred, t_now, t_next, trans_normal, sigma_max,
+                                config.sampling_eta), None
 
     frames, _ = jax.lax.scan(step, frames, (timesteps[:-2], timesteps[1:-1], noise.trans_steps))
     # Last step lands on t = 0: take the prediction itself.
@@ -87,13 +88,19 @@ def sample(params, sequence, noise: SampleNoise, config: ModelConfig):
     if config.center_coords:
         frames = Rigid(frames.rots, frames.trans - masked_centroid(frames.trans)[..., None, :])
     coords_N, coords_CA, coords_C = backbone_from_frames(frames)
+    if config.plddt_head == "structure":  # each sample judged on its own CA atoms
+        logits = nn_apply(model, params, lambda m: m.plddt_logits(
+            jnp.broadcast_to(single, (n, *single.shape[1:])), jnp.broadcast_to(pair, (n, *pair.shape[1:])),
+            coords_CA))
+    else:
+        logits = jnp.broadcast_to(nn_apply(model, params, lambda m: m.plddt_logits(single)), (n, L, config.num_plddt_bins))
     return {
         "frames_rots": frames.rots,
         "frames_trans": frames.trans,
         "coords_N": coords_N,
         "coords_CA": coords_CA,
         "coords_C": coords_C,
-        "plddt": plddt_from_logits(logits[0]),
+        "plddt": plddt_from_logits(logits),
     }
 
 

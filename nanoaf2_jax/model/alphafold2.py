@@ -7,6 +7,7 @@ import flax.linen as nn
 from .model_config import ModelConfig
 from .denoiser import Conditioning, DiffusionModule
 from .pairformer import InputEmbedding, PairformerBlock, PLDDTHead
+from .confidence import StructureConfidenceHead
 from ..geometry.rigid import Rigid
 
 
@@ -20,8 +21,12 @@ class AlphaFold2(nn.Module):
             PairformerBlock(c.c_s, c.c_z, c.pairformer_heads) for _ in range(c.num_pairformer_blocks)
         ]
         self.diffusion_module = DiffusionModule(c.c_s, c.c_z, c.c_atom, c.num_denoise_blocks, c.denoise_heads,
-                                                c.rotation_update)
-        self.plddt_head = PLDDTHead(c.c_s, c.num_plddt_bins)
+                                                c.rotation_update, c.translation_update, c.rotation_base,
+                                                c.rotation_head)
+        if c.plddt_head == "structure":
+            self.confidence_head = StructureConfidenceHead(c.num_plddt_bins)
+        else:
+            self.plddt_head = PLDDTHead(c.c_s, c.num_plddt_bins)
 
     def trunk(self, sequence, residue_index, mask=None):
         """Sequence [B, L] -> (single [B, L, c_s], pair [B, L, L, c_z])."""
@@ -36,14 +41,18 @@ class AlphaFold2(nn.Module):
     def denoise(self, noisy: Rigid, t, cond: Conditioning) -> Rigid:
         return self.diffusion_module.denoise(noisy, t, cond)
 
-    def plddt_logits(self, single):
+    def plddt_logits(self, single, pair=None, ca=None, mask=None):
+        """pLDDT logits [B, L, bins]. The structure head also reads pair and the CA atoms (Å) of
+        the structure it judges; the reference's head reads single only."""
+        if self.config.plddt_head == "structure":
+            return self.confidence_head(single, pair, ca, mask)
         return self.plddt_head(single)
 
     def __call__(self, sequence, residue_index, noisy: Rigid, t, mask=None):
         """One full pass (used for initialisation): trunk, denoiser, pLDDT logits."""
         single, pair = self.trunk(sequence, residue_index, mask)
         pred = self.diffusion_module(noisy, t, single, pair, mask)
-        return pred, self.plddt_logits(single)
+        return pred, self.plddt_logits(single, pair, pred.trans, mask)
 
 
 def init_params(config: ModelConfig, key, length: int = 8, dtype=jnp.float32):

@@ -71,6 +71,14 @@ def state_dict_to_params(state_dict, config: ModelConfig, dtype=np.float32):
     return unflatten_dict(flat)
 
 
+def tensors_beyond_reference(config: ModelConfig) -> list[str]:
+    """state_dict names of this config's model that the reference's AlphaFold2(...) of the same
+    size has no tensor for (a strict torch load_state_dict of our export would refuse them)."""
+    ours = {path_to_torch_name(p) for p in flatten_dict(template_params(config))}
+    reference = ModelConfig(**config.reference_kwargs())
+    return sorted(ours - {path_to_torch_name(p) for p in flatten_dict(template_params(reference))})
+
+
 def params_to_state_dict(params) -> dict:
     """Flax params -> reference state_dict (name -> numpy array, torch layout)."""
     out = {}

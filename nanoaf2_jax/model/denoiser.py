@@ -12,8 +12,9 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from .layers import GELU, LayerNorm, Linear, fused_linear, key_mask_bias, run_sequential, split_heads
-from ..geometry.rigid import Rigid, axis_angle_to_rotation, compose, quaternion_update_to_rotation
+from .layers import GELU, LayerNorm, Linear, ReLU, fused_linear, key_mask_bias, run_sequential, split_heads
+from ..geometry.rigid import (Rigid, axis_angle_to_rotation, ca_trace_rotations, compose,
+                              local_neighbour_vectors, quaternion_update_to_rotation, rotate)
 
 
 class Conditioning(NamedTuple):
@@ -21,6 +22,7 @@ class Conditioning(NamedTuple):
 
     single: jnp.ndarray  # [B, L, c_atom]  single_cond_proj(single)
     attn_bias: tuple  # per block [B, H, L, L]: pair-bias logits (+ key mask)
+    mask: object = None  # [B, L] real residues, or None (all real): for the CA-trace frames
 
 
 class FourierTimeEmbedding(nn.Module):
@@ -93,6 +95,17 @@ class DiffusionModule(nn.Module):
     # reference: an axis-angle vector, whose zero-initialised weights never move, the map having
     # zero derivative at 0) or "quaternion" (AlphaFold 2's (1, b, c, d)/‖·‖, which learns).
     rotation_update: str = "rodrigues"
+    # What the translation update is expressed in: "local" (the reference: the noisy frame, so
+    # at high t the network must undo a random rotation) or "global" (the diffusion space).
+    translation_update: str = "local"
+    # What the rotation update composes onto: "noisy" (the reference: the noisy input frame) or
+    # "ca_trace" (the frame of the predicted CA(i-1), CA(i), CA(i+1): geometry/rigid.py).
+    rotation_base: str = "noisy"
+    # Where the rotation update is read from: "output_proj" (the reference: the first three
+    # outputs of the shared output layer) or "local_geometry" (a small MLP of the detached final
+    # features and the CA neighbours in the base frame; the rotation loss then cannot pull the
+    # shared features away from the translations).
+    rotation_head: str = "output_proj"
 
     def setup(self):
         self.frame_proj = Linear(self.c_atom)
@@ -102,27 +115,48 @@ class DiffusionModule(nn.Module):
         self.blocks = [DiffusionTransformerBlock(self.c_atom, self.c_z, self.n_heads) for _ in range(self.n_blocks)]
         # Zero-initialised so an untrained denoiser returns its input frames.
         self.output_proj = Linear(6, zero_init=True)
+        if self.rotation_head == "local_geometry":
+            self.rotation_mlp = (Linear(self.c_atom // 2), ReLU(), Linear(self.c_atom // 2), ReLU(),
+                                 Linear(3, zero_init=True))
+            self.rotation_norm = LayerNorm()
 
     def condition(self, single, pair, mask=None) -> Conditioning:
         return Conditioning(
             self.single_cond_proj(single),
             tuple(block.attention_bias(pair, mask) for block in self.blocks),
+            mask,
         )
 
     def denoise(self, noisy: Rigid, t, cond: Conditioning) -> Rigid:
-        """t: [B]. Predicts a correction (axis-angle, translation) composed onto the noisy frame."""
+        """t: [B]. Predicts a correction (rotation, translation) composed onto a base frame."""
         rots_flat = noisy.rots.reshape(*noisy.rots.shape[:-2], 9)
         h = self.frame_proj(jnp.concatenate([rots_flat, noisy.trans], axis=-1)) + cond.single
         time_cond = run_sequential(self.time_mlp, self.time_embed(t))
         for block, bias in zip(self.blocks, cond.attn_bias):
             h = block.attend(h, bias, time_cond)
         correction = self.output_proj(h)
-        if self.rotation_update == "quaternion":
-            rot = quaternion_update_to_rotation(correction[..., :3])
+        to_rotation = (quaternion_update_to_rotation if self.rotation_update == "quaternion"
+                       else axis_angle_to_rotation)
+        if (self.translation_update, self.rotation_base, self.rotation_head) == ("local", "noisy", "output_proj"):
+            # the reference's expression
+            return compose(noisy, Rigid(to_rotation(correction[..., :3]), correction[..., 3:]))
+        if self.translation_update == "global":
+            trans = noisy.trans + correction[..., 3:]
         else:
-            rot = axis_angle_to_rotation(correction[..., :3])
-        update = Rigid(rot, correction[..., 3:])
-        return compose(noisy, update)
+            trans = noisy.trans + rotate(noisy.rots, correction[..., 3:])
+        if self.rotation_base == "ca_trace":
+            # Detached: the rotation loss and FAPE train the correction, and must not move CA
+            # atoms to bend the base frames towards the true rotations.
+            base = ca_trace_rotations(jax.lax.stop_gradient(trans), cond.mask)
+        else:
+            base = noisy.rots
+        if self.rotation_head == "local_geometry":
+            vectors, flags = local_neighbour_vectors(jax.lax.stop_gradient(trans), base, cond.mask)
+            features = jnp.concatenate([self.rotation_norm(jax.lax.stop_gradient(h)), vectors, flags], axis=-1)
+            rot_vec = run_sequential(self.rotation_mlp, features)
+        else:
+            rot_vec = correction[..., :3]
+        return Rigid(base @ to_rotation(rot_vec), trans)
 
     def __call__(self, noisy: Rigid, t, single, pair, mask=None) -> Rigid:
         return self.denoise(noisy, t, self.condition(single, pair, mask))

@@ -22,20 +22,24 @@ def _local_points(frames: Rigid, points):
     return jnp.einsum("bfji,bfaj->bfai", frames.rots, delta)
 
 
-def fape(pred_frames: Rigid, true_frames: Rigid, pred_ca, true_ca, mask=None, clamp=FAPE_CLAMP):
-    """Frame Aligned Point Error on CA atoms, clamped per (frame, atom) pair.
+def fape(pred_frames: Rigid, true_frames: Rigid, pred_points, true_points, mask=None,
+         clamp=FAPE_CLAMP, point_mask=None):
+    """Frame Aligned Point Error of points [B, A, 3] (the reference: the CA atoms, A = L) in
+    every frame [B, L], clamped per (frame, point) pair. mask [B, L] marks real frames and, unless
+    point_mask [B, A] is given, real points.
 
     Invariant to a global rigid motion of either structure: both sides are compared in their
     own local frames.
     """
-    diff = _local_points(pred_frames, pred_ca) - _local_points(true_frames, true_ca)
+    diff = _local_points(pred_frames, pred_points) - _local_points(true_frames, true_points)
     error = jnp.sqrt(jnp.sum(diff**2, axis=-1) + 1e-8)
     if clamp > 0:
         error = jnp.minimum(error, clamp)
     if mask is None:
         return pairwise_mean(error)
     m = mask.astype(error.dtype)
-    return _masked_mean(error, m[:, :, None] * m[:, None, :])
+    pm = m if point_mask is None else point_mask.astype(error.dtype)
+    return _masked_mean(error, m[:, :, None] * pm[:, None, :])
 
 
 def frame_loss(pred_frames: Rigid, true_frames: Rigid, mask=None):
@@ -54,9 +58,45 @@ def plddt_targets(pred_ca, true_ca, num_bins):
     return jnp.clip(jnp.floor(lddt * (num_bins - 1)).astype(jnp.int32), 0, num_bins - 1)
 
 
-def plddt_loss(logits, pred_ca, true_ca, mask=None):
-    """Cross-entropy of the pLDDT head against binned targets; no gradient into pred_ca."""
-    targets = plddt_targets(jax.lax.stop_gradient(pred_ca), true_ca, logits.shape[-1])
+LDDT_CUTOFF = 15.0
+LDDT_THRESHOLDS = (0.5, 1.0, 2.0, 4.0)
+
+
+def lddt_ca(pred_ca, true_ca, mask=None):
+    """Per-residue lDDT-Cα [B, L] in [0, 1]: for the pairs within 15 Å in the true structure, the
+    fraction of distance errors below 0.5, 1, 2 and 4 Å (averaged over the four), as AlphaFold
+    scores it. Superposition-free. A residue with no real neighbour within 15 Å scores 1."""
+    def dists(x):
+        return jnp.sqrt(jnp.sum((x[:, :, None, :] - x[:, None, :, :]) ** 2, axis=-1) + 1e-10)
+
+    d_true, d_pred = dists(true_ca), dists(pred_ca)
+    L = true_ca.shape[1]
+    include = (d_true < LDDT_CUTOFF) & ~jnp.eye(L, dtype=bool)
+    if mask is not None:
+        include = include & mask[:, :, None].astype(bool) & mask[:, None, :].astype(bool)
+    err = jnp.abs(d_pred - d_true)
+    score = sum((err < thr).astype(true_ca.dtype) for thr in LDDT_THRESHOLDS) / len(LDDT_THRESHOLDS)
+    inc = include.astype(true_ca.dtype)
+    n = jnp.sum(inc, axis=-1)
+    return jnp.where(n > 0, jnp.sum(score * inc, axis=-1) / jnp.maximum(n, 1.0), 1.0)
+
+
+def lddt_ca_targets(pred_ca, true_ca, num_bins, mask=None):
+    """lDDT-Cα binned to the nearest of the head's evenly spaced bin values (0, ..., 1)."""
+    lddt = lddt_ca(pred_ca, true_ca, mask)
+    return jnp.clip(jnp.round(lddt * (num_bins - 1)).astype(jnp.int32), 0, num_bins - 1)
+
+
+def plddt_loss(logits, pred_ca, true_ca, mask=None, target="ca_distance"):
+    """Cross-entropy of the pLDDT head against binned targets; no gradient into pred_ca.
+
+    target: "ca_distance" (the reference's clamp(1 - |Δ CA| / 15) on absolute positions) or
+    "lddt_ca" (the prediction's real lDDT-Cα)."""
+    pred_ca = jax.lax.stop_gradient(pred_ca)
+    if target == "lddt_ca":
+        targets = lddt_ca_targets(pred_ca, true_ca, logits.shape[-1], mask)
+    else:
+        targets = plddt_targets(pred_ca, true_ca, logits.shape[-1])
     logp = jax.nn.log_softmax(logits, axis=-1)
     nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
     if mask is None:

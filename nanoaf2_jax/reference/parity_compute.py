@@ -176,5 +176,5 @@ def sampling(fx, config, params) -> dict:
         raise ValueError(f"sample/noise/trans_steps has {noise.trans_steps.shape[0]} steps, expected {num_steps - 1}")
     result = sample_jit(params, jnp.asarray(fx.input("sample/sequence")), noise, config)
     out = {f"sample/{k}": v[0] for k, v in result.items() if k != "plddt"}
-    out["sample/plddt"] = result["plddt"]
+    out["sample/plddt"] = result["plddt"][0]  # the reference's head: one row for all samples
     return out

@@ -66,19 +66,25 @@ def loss_fn(params, batch, noise: TrainNoise, config: ModelConfig, attention_mas
         noisy = se3_forward_marginal(diff_frames, noise.t, noise.frames, config.rot_sigma_max,
                                      config.rotation_noise)
         pred = m.diffusion_module(noisy, noise.t, single, pair, model_mask)
-        return pred, m.plddt_logits(single)
+        pred_a = from_diffusion_space(pred, config.coord_scale) if shift else pred
+        # The structure head judges this one-step prediction: across t it sees structures of
+        # every quality, each scored against its own lDDT-Cα.
+        return pred, pred_a, m.plddt_logits(single, pair, pred_a.trans, mask)
 
-    pred, logits = nn_apply(model, params, run)
+    pred, pred_a, logits = nn_apply(model, params, run)
     trans, rot = frame_loss(pred, diff_frames, mask)
-    if shift:
-        pred_a = from_diffusion_space(pred, config.coord_scale)
-        true_a = to_diffusion_space(true_frames, mask, config.center_coords, 1.0)
-    else:
-        pred_a, true_a = pred, true_frames
+    true_a = to_diffusion_space(true_frames, mask, config.center_coords, 1.0) if shift else true_frames
     _, pred_ca, _ = backbone_from_frames(pred_a)
     true_ca = true_a.trans if shift else batch["coords_CA"]
-    fape_l = fape(pred_a, true_a, pred_ca, true_ca, mask)
-    plddt_l = plddt_loss(logits, pred_ca, true_ca, mask)
+    if config.fape_atoms == "backbone":
+        # N, CA, C of both sides placed ideally in their frames: the model can only build ideal
+        # geometry, so the native frames' ideal atoms are the target it can reach.
+        pred_pts = jnp.concatenate(backbone_from_frames(pred_a), axis=1)
+        true_pts = jnp.concatenate(backbone_from_frames(true_a), axis=1)
+        fape_l = fape(pred_a, true_a, pred_pts, true_pts, mask, point_mask=jnp.tile(mask, (1, 3)))
+    else:
+        fape_l = fape(pred_a, true_a, pred_ca, true_ca, mask)
+    plddt_l = plddt_loss(logits, pred_ca, true_ca, mask, config.plddt_target)
     total = (
         config.trans_weight * trans + config.rot_weight * rot + config.fape_weight * fape_l + config.plddt_weight * plddt_l
     )

@@ -28,7 +28,7 @@ from ..data.batching import BatchPlan, filter_by_length
 from ..data.download import RCSB_DOWNLOAD_URL, ensure_pdb_files
 from ..data.structures import Protein, load_dataset, parse_structure
 from ..model.alphafold2 import count_parameters
-from ..model.convert import params_to_state_dict, save_state_dict
+from ..model.convert import params_to_state_dict, save_state_dict, tensors_beyond_reference
 from .metrics_log import METRICS_FILE, TENSORBOARD_DIR, MetricsLog, StepMetrics
 from .run_state import RunState, dataset_fingerprint
 from .train_config import TrainConfig, TrainingError
@@ -219,6 +219,13 @@ class _Run:
         suffix = ".pt" if _torch_available() else ".npz"
         path = save_state_dict(params_to_state_dict(params), self.out / f"final_model{suffix}")
         self.log.info("exported the final weights (reference state_dict layout) to %s", path)
+        extra = tensors_beyond_reference(self.config.model)
+        if extra:
+            heads = sorted({".".join(name.split(".")[:2]) for name in extra})
+            self.log.info("note: %d of its tensors (%s) belong to layers the reference's model does "
+                          "not have; the reference loads it with strict=False, without them (and with its "
+                          "own layers that they replace left at their initial values)",
+                          len(extra), ", ".join(f"{h}.*" for h in heads))
         return Path(path)
 
 
