@@ -34,17 +34,38 @@ _OVERRIDES = [
     ]),
     ("Data and padding", [
         ("--data-dir", "data_dir", str,
-         "train on every structure file in this directory (nothing is downloaded); without it, "
-         "the --pdb-ids are downloaded into --download-dir"),
+         "train on every structure file in this directory (nothing is downloaded), or on a cache "
+         "made by python -m nanoaf2_jax.prepare; without it, the --pdb-ids are downloaded into "
+         "--download-dir"),
         ("--pdb-ids", "pdb_ids", "ids", "PDB IDs to train on, comma-separated"),
         ("--min-length", "min_length", int, "drop proteins shorter than this"),
-        ("--max-length", "max_length", int, "drop proteins longer than this"),
+        ("--max-length", "max_length", int,
+         "drop proteins longer than this (with --crop-size they are cropped instead, and this "
+         "only bounds the proteins sampled by the evaluation during training)"),
         ("--pad-to", "pad_to", "optional_int", "pad every batch to this length ('none': buckets)"),
         ("--buckets", "buckets", "buckets",
          "length-bucket edges, comma-separated ('none': pad each batch to its own length)"),
         ("--attention-mask", "attention_mask", "bool",
          "mask padding out of attention and triangular updates (--no-attention-mask: the "
          "reference, padding only excluded from the losses)"),
+    ]),
+    ("Data pipeline (docs/data.md)", [
+        ("--loader", "loader", "loader",
+         "memory: parse every structure at start-up (the reference); grain: a cache (structure "
+         "files are prepared into OUTPUT_DIR/data_cache) read through Grain, with crops"),
+        ("--crop-size", "crop_size", "optional_int",
+         "crop chains longer than this (contiguous or spatial) instead of dropping them "
+         "('none': drop above --max-length)"),
+        ("--spatial-crop-fraction", "spatial_crop_fraction", float,
+         "share of crops that are spatial (nearest residues to a random one) not contiguous"),
+        ("--file-numbering", "file_numbering", "bool",
+         "the file's residue numbers reach the relative-position features, so chain breaks "
+         "are visible (--no-file-numbering: 0..L-1, the reference)"),
+        ("--modified-residues", "modified_residues", "bool",
+         "keep HETATM polymer residues coded by their parent, MSE -> M (--no-modified-residues: "
+         "ATOM records only, the reference)"),
+        ("--loader-workers", "loader_workers", int,
+         "Grain worker processes reading batches (0: threads of the training process)"),
     ]),
     ("Logging and checkpoints", [
         ("--output-dir", "output_dir", str, "checkpoints, metrics.jsonl and the final model"),
@@ -155,10 +176,19 @@ def _rotation_update(text: str) -> str:
     return text
 
 
+def _loader(text: str) -> str:
+    from nanoaf2_jax.training.train_config import LOADERS
+
+    if text not in LOADERS:
+        raise argparse.ArgumentTypeError(f"invalid loader {text!r}: choose one of {', '.join(LOADERS)}")
+    return text
+
+
 _TYPES = {"ids": _pdb_ids, "optional_int": _optional_int, "buckets": _buckets,
-          "rotation_noise": _rotation_noise, "rotation_update": _rotation_update}
+          "rotation_noise": _rotation_noise, "rotation_update": _rotation_update, "loader": _loader}
 _METAVARS = {int: "N", float: "X", "ids": "IDS", "optional_int": "N|none", "buckets": "EDGES|none",
-             "rotation_noise": "reference|igso3", "rotation_update": "rodrigues|quaternion"}
+             "rotation_noise": "reference|igso3", "rotation_update": "rodrigues|quaternion",
+             "loader": "memory|grain"}
 
 
 def build_parser() -> argparse.ArgumentParser:
