@@ -16,7 +16,7 @@ from pathlib import Path
 import jax
 
 from ..data.batching import BatchPlan, filter_by_length
-from ..data.cache import Cache, CacheError, is_cache
+from ..data.cache import SKIPPED, Cache, CacheError, is_cache
 from ..data.download import ensure_pdb_files
 from ..data.loader import CachedBatches
 from ..data.prepare import ParseOptions, prepare
@@ -121,5 +121,7 @@ def open_cache(config: TrainConfig, options, log) -> Cache:
             f"but the run has modified_residues={config.modified_residues} (prepare with"
             f"{'out' if config.modified_residues else ''} --atom-only, or change the setting)")
     if not len(cache):
-        raise TrainingError(f"{cache_dir}: the cache holds no chain (see its skipped.tsv)")
+        source = config.data_dir or options.download_dir
+        raise TrainingError(f"{source}: no usable structure file (the reasons for each file are "
+                            f"in {cache_dir / SKIPPED})")
     return cache
