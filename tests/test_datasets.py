@@ -175,6 +175,7 @@ def test_all_chains_gives_one_record_per_protein_chain(tmp_path):
     prepare([tmp_path / "src"], tmp_path / "first")
     prepare([tmp_path / "src"], tmp_path / "all", options=ParseOptions(all_chains=True))
     assert [(e.chain, e.length) for e in Cache(tmp_path / "first").entries] == [("A", 6)]
+    assert read_manifest(tmp_path / "first")["files"][str(tmp_path / "src" / "two.pdb")]["chains"] == ["A", "B"]
     assert [(e.chain, e.length) for e in Cache(tmp_path / "all").entries] == [("A", 6), ("B", 4)]
     with pytest.raises(CacheError, match="prepared with"):
         prepare([tmp_path / "src"], tmp_path / "all")  # other options into the same cache
@@ -295,24 +296,27 @@ def test_batches_are_bucketed_cropped_and_numbered(cache_dir):
     assert "residue_index" not in reference_like.batch(0)
 
 
-def test_resume_from_grain_state_equals_an_uninterrupted_run(cache_dir):
+@pytest.mark.parametrize("workers", [0, 1], ids=["threads", "worker-process"])
+def test_resume_from_grain_state_equals_an_uninterrupted_run(cache_dir, workers):
     total = 2 * make_batches(cache_dir).steps_per_epoch + 3
     straight = make_batches(cache_dir)
     straight.start(total, 0)
     expected = [straight.batch(s) for s in range(total)]
 
-    first = make_batches(cache_dir)
+    first = make_batches(cache_dir, worker_count=workers)
     first.start(total, 0)
     stop = first.steps_per_epoch + 2  # mid-epoch
     for s in range(stop):
         first.batch(s)
     state = json.loads(json.dumps(first.iterator_state()))  # as a checkpoint stores it
-    resumed = make_batches(cache_dir)
+    first.close()
+    resumed = make_batches(cache_dir, worker_count=workers)
     resumed.start(total, stop, state)
     for s in range(stop, total):
         got = resumed.batch(s)
         for key, value in expected[s].items():
             np.testing.assert_array_equal(got[key], value, err_msg=f"step {s} {key}")
+    resumed.close()
     other_seed = make_batches(cache_dir, seed=8)
     other_seed.start(total, 0)
     assert not all(np.array_equal(other_seed.batch(s)["coords_CA"], expected[s]["coords_CA"])

@@ -65,6 +65,13 @@ class CachedBatches:
         self._iterator = None
         self._position = 0
 
+    def __getstate__(self):
+        # What Grain's worker processes get (batch_at is pickled with its object): the plan,
+        # not the iterator that drives them.
+        state = dict(self.__dict__)
+        state["_iterator"] = state["_epoch_cache"] = None
+        return state
+
     # -- the plan --------------------------------------------------------------------------------
 
     @property
@@ -119,6 +126,12 @@ class CachedBatches:
 
         steps = grain.MapDataset.range(total_steps).map(self.batch_at)
         if self.worker_count > 0:
+            from absl import flags
+
+            # Grain's worker processes read absl flags, which only an absl app parses; take
+            # their defaults (else: UnparsedFlagAccessError).
+            if not flags.FLAGS.is_parsed():
+                flags.FLAGS.mark_as_parsed()
             return steps.to_iter_dataset().mp_prefetch(
                 grain.MultiprocessingOptions(num_workers=self.worker_count))
         # Threads: reading and padding a batch is milliseconds, a train step far longer.
@@ -133,6 +146,12 @@ class CachedBatches:
         elif step:
             self._iterator.set_state(_position_state(self._iterator.get_state(), step))
         self._position = step
+
+    def close(self):
+        """Stop Grain's worker processes or threads (and free their shared memory)."""
+        iterator, self._iterator = self._iterator, None
+        if iterator is not None and hasattr(iterator, "close"):
+            iterator.close()
 
     def iterator_state(self) -> dict:
         """What a checkpoint stores: Grain's iterator state (JSON)."""

@@ -104,6 +104,8 @@ def parse_file(path: Path, options: ParseOptions):
     records = [encode_record(p, str(path)) for p in kept]
     meta = [{"name": p.name, "chain": p.chain, "length": p.length, "resolution": p.resolution,
              "method": p.method} for p in kept]
+    # Every chain of the model, so that the manifest shows which one was chosen among them.
+    info["chains"] = proteins.chain_names
     return path, info, records, meta
 
 
@@ -248,6 +250,10 @@ def prepare(sources, out, workers: int = 1, options: ParseOptions = ParseOptions
     if not todo and files:
         write_manifest(out, manifest)  # remember refreshed mtimes
     records = sum(len(f["records"]) for f in manifest["files"].values())
+    several = sum(len(f.get("chains", ())) > 1 for f in manifest["files"].values())
+    if several and not options.all_chains:
+        log.info("%d files have several chains: the first protein chain of each was taken "
+                 "(its name is in the manifest's records, all names under 'chains')", several)
     report = PrepareReport(len(files), len(files) - len(todo), prepared, skipped, records,
                            time.perf_counter() - start)
     log.info("%s", report.describe())

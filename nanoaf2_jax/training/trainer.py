@@ -125,6 +125,7 @@ class _Run:
             bar.close()
             metrics_log.close()
             self.state.close()
+            getattr(self.plan, "close", lambda: None)()  # Grain's threads or processes
         final = None
         if step >= self.total_steps:
             final = self.export(params)
