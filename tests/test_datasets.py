@@ -203,6 +203,17 @@ def test_interrupted_preparation_resumed_gives_the_same_cache(tree, cache_dir, t
     assert again.unchanged == again.files and again.prepared == 0
 
 
+def test_prune_keeps_only_the_files_found_now(tmp_path):
+    """A run's own cache follows its --data-dir; a shared cache keeps what it was given."""
+    write_pdb(tmp_path / "one" / "a.pdb", pdb_lines(["ALA"] * 5))
+    write_pdb(tmp_path / "two" / "b.pdb", pdb_lines(["GLY"] * 6))
+    prepare([tmp_path / "one"], tmp_path / "c")
+    prepare([tmp_path / "two"], tmp_path / "c")
+    assert [e.name for e in Cache(tmp_path / "c").entries] == ["a", "b"]
+    prepare([tmp_path / "two"], tmp_path / "c", prune=True)
+    assert [e.name for e in Cache(tmp_path / "c").entries] == ["b"]
+
+
 def test_changed_file_is_prepared_again(tmp_path):
     path = write_pdb(tmp_path / "src" / "x.pdb", pdb_lines(["ALA"] * 5))
     prepare([tmp_path / "src"], tmp_path / "c")

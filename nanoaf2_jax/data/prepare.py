@@ -210,11 +210,14 @@ def _unchanged(path: Path, manifest: dict) -> bool:
 
 def prepare(sources, out, workers: int = 1, options: ParseOptions = ParseOptions(),
             files_per_shard: int = 1000, progress: bool | None = None,
-            logger: logging.Logger | None = None, stop_after: int | None = None) -> PrepareReport:
+            logger: logging.Logger | None = None, stop_after: int | None = None,
+            prune: bool = False) -> PrepareReport:
     """Prepare (or extend) the cache in `out` from the structure files under `sources`.
 
     workers: parsing processes (1: in this process). stop_after: stop once this many files are
-    parsed, as an interruption would (tests).
+    parsed, as an interruption would (tests). prune: the cache then lists only the files found
+    now (a run's own cache follows its --data-dir); without it a cache keeps every file it was
+    ever given, so that it can be built from several sources in several runs.
     """
     log = logger or _LOG
     start = time.perf_counter()
@@ -223,6 +226,13 @@ def prepare(sources, out, workers: int = 1, options: ParseOptions = ParseOptions
         raise ValueError(f"workers must be at least 1, got {workers}")
     files = find_structure_files(sources)
     manifest = _open(out, options)
+    pruned = 0
+    if prune:
+        found = {str(p) for p in files}
+        for section in ("files", "skipped"):
+            for key in [k for k in manifest[section] if k not in found]:
+                del manifest[section][key]  # its records stay in their shard, unlisted
+                pruned += 1
     todo = [p for p in files if not _unchanged(p, manifest)]
     if stop_after is not None:
         todo = todo[:stop_after]
@@ -247,8 +257,8 @@ def prepare(sources, out, workers: int = 1, options: ParseOptions = ParseOptions
                 writer.flush()
     writer.flush()
     bar.close()
-    if not todo and files:
-        write_manifest(out, manifest)  # remember refreshed mtimes
+    if (not todo and files) or pruned:
+        write_manifest(out, manifest)  # remember refreshed mtimes and what was pruned
     records = sum(len(f["records"]) for f in manifest["files"].values())
     several = sum(len(f.get("chains", ())) > 1 for f in manifest["files"].values())
     if several and not options.all_chains:

@@ -108,7 +108,7 @@ def open_cache(config: TrainConfig, options, log) -> Cache:
             count = len(os.listdir(config.data_dir)) if config.data_dir else len(sources)
             workers = min(4, os.cpu_count() or 1) if count >= _PARALLEL_FROM else 1
             prepare(sources, cache_dir, workers=workers, options=parse, progress=False,
-                    logger=log)
+                    logger=log, prune=True)
         except CacheError as err:
             raise TrainingError(str(err)) from None
     try:
