@@ -3,11 +3,12 @@
     python benchmarks/bench_data.py                 # 3000 files, train step at L = 64 and 200
     python benchmarks/bench_data.py --quick         # 600 files, train step at L = 64
     python benchmarks/bench_data.py --files 5000 --workers 1 2 4 --out /tmp/bench
+    python benchmarks/bench_data.py --tree DIR --lengths   # real files, preparation and loader only
 
 1. Preparation (`python -m nanoaf2_jax.prepare`'s work): a synthetic tree of --files structure
    files (one chain each, 40 to 400 residues, 80% PDB, 20% mmCIF, a few with HETATM MSE) is
    prepared into a fresh cache with each --workers count: files/s, wall clock including the
-   worker processes' start-up.
+   worker processes' start-up. --tree DIR times a tree of your own (real files) instead.
 2. The loader: Grain batches of the `default` recipe over that cache (batch 1, its length
    buckets, crops of 200, the file's numbering), read in order from a fresh iterator: batches/s,
    and the same batches computed without Grain (batch_at alone, one thread).
@@ -99,6 +100,7 @@ def bench_loader(cache_dir: Path, batches: int, worker_count: int = 0) -> dict:
         if first is None:
             first = time.perf_counter() - start
     grain_s = time.perf_counter() - start
+    p.close()
     q = plan()
     start = time.perf_counter()
     for step in range(batches):
@@ -124,7 +126,8 @@ def markdown(result: dict) -> str:
     m = result["machine"]
     lines = [f"# Data pipeline benchmark ({result['date']})", "",
              f"Machine: {m.get('cpu')}, {m.get('cores')} cores; commit "
-             f"{m.get('commit')}; {result['files']} synthetic files (40-400 residues).", "",
+             f"{m.get('commit')}; load average before: {result['load_average_before']}; "
+             f"tree: {result['tree']} ({result['prepare'][0]['files']} files).", "",
              "| preparation workers | files/s | seconds | chains |", "| --- | --- | --- | --- |"]
     lines += [f"| {r['workers']} | {r['files_per_s']:.1f} | {r['seconds']:.1f} | {r['records']} |"
               for r in result["prepare"]]
@@ -135,6 +138,8 @@ def markdown(result: dict) -> str:
     r = result["loader"][0]
     lines.append(f"| batch_at alone (no Grain) | {1e3 / r['direct_ms_per_batch']:.0f} | "
                  f"{r['direct_ms_per_batch']:.2f} |")
+    if not result["step"]:
+        return "\n".join(lines) + "\n"
     lines += ["", "| train step (default model, batch 1) | seconds | loader time / step time |",
               "| --- | --- | --- |"]
     per_batch = 1 / result["loader"][0]["grain_batches_per_s"]
@@ -154,18 +159,22 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--work-dir", default=None, help="keep the tree and caches here")
+    parser.add_argument("--tree", default=None, help="prepare this tree of structure files "
+                        "instead of a synthetic one")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = parser.parse_args(argv)
     if args.quick:
         args.files, args.lengths, args.repeats, args.batches = 600, [64], 2, 300
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench-data-"))
-    tree = work / "tree"
+    tree = Path(args.tree) if args.tree else work / "tree"
     if not tree.is_dir():
         start = time.perf_counter()
         write_tree(tree, args.files)
         print(f"wrote {args.files} files in {time.perf_counter() - start:.1f} s", flush=True)
-    result = {"date": time.strftime("%Y-%m-%d %H:%M"), "files": args.files,
-              "machine": machine_description()}
+    result = {"date": time.strftime("%Y-%m-%d %H:%M"),
+              "tree": args.tree or "synthetic", "machine": machine_description(),
+              "load_average_before": Path("/proc/loadavg").read_text().split()[:3]
+              if Path("/proc/loadavg").exists() else None}
     result["prepare"] = []
     for w in args.workers:
         result["prepare"].append(bench_prepare(tree, work, w))
