@@ -341,3 +341,31 @@ def test_processes_read_disjoint_rows_of_the_global_batch(cache_dir):
         full = whole.batch_at(step)
         parts = [h.batch_at(step) for h in halves]
         np.testing.assert_array_equal(np.concatenate([p["coords_CA"] for p in parts]), full["coords_CA"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Through train.py
+# ---------------------------------------------------------------------------------------------
+
+
+def test_training_crops_long_chains_and_checkpoints_the_grain_state(tmp_path, compile_cache):
+    from helpers import helix, read_metrics, run_train
+    from helpers import write_pdb as write_backbone_pdb
+    from nanoaf2_jax.training.checkpoint import checkpoints_dir, latest_complete, read_meta
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for k, n in enumerate((60, 30, 36)):  # 60 is cropped to 40, not dropped (max length 50)
+        write_backbone_pdb(data / f"H{k}.pdb", helix(n, seed=k, name=f"H{k}"))
+    out = tmp_path / "run"
+    result = run_train(compile_cache, tmp_path, "--data-dir", str(data), "--output-dir", str(out),
+                       "--crop-size", "40", "--max-length", "50", "--buckets", "48",
+                       "--batch-size", "2", "--epochs", "2", "--log-every", "1",
+                       "--checkpoint-every", "1")
+    assert "3 chains from" in result.stderr and "1 cropped to 40" in result.stderr
+    records = read_metrics(out)
+    assert [r["step"] for r in records] == [1, 2, 3, 4]  # 2 batches of 2 rows per epoch
+    assert all(np.isfinite(r["loss"]) for r in records)
+    meta = read_meta(latest_complete(checkpoints_dir(out)))
+    assert meta["data_loader_state"] == {"next_index": 4}
+    assert sorted(meta["dataset"]) == [["H0", "A", 60], ["H1", "A", 30], ["H2", "A", 36]]
