@@ -66,6 +66,9 @@ _OVERRIDES = [
          "ATOM records only, the reference)"),
         ("--loader-workers", "loader_workers", int,
          "Grain worker processes reading batches (0: threads of the training process)"),
+        ("--batch-tokens", "batch_tokens", "optional_int",
+         "a token budget per step instead of --batch-size: TOKENS // L chains of padded length "
+         "L (at least one); 'none': --batch-size chains"),
     ]),
     ("Logging and checkpoints", [
         ("--output-dir", "output_dir", str, "checkpoints, metrics.jsonl and the final model"),

@@ -307,6 +307,16 @@ def test_batches_are_bucketed_cropped_and_numbered(cache_dir):
     assert "residue_index" not in reference_like.batch(0)
 
 
+def test_token_budget_puts_more_short_chains_in_a_step(cache_dir):
+    plan = make_batches(cache_dir, batch_tokens=64)
+    assert dict(plan.shapes) == {4: 16, 2: 24}  # 64 // 16 and 64 // 24 chains
+    plan.start(plan.steps_per_epoch, 0)
+    rows = [plan.batch(s)["mask"].any(1).sum() for s in plan.epoch_order()[0:]]
+    assert sum(rows) == len(plan.cache)
+    two = make_batches(cache_dir, batch_tokens=64, shard_index=1, shard_count=2)
+    assert dict(two.shapes) == {2: 16, 1: 24}  # each process holds half of every step
+
+
 @pytest.mark.parametrize("workers", [0, 1], ids=["threads", "worker-process"])
 def test_resume_from_grain_state_equals_an_uninterrupted_run(cache_dir, workers):
     total = 2 * make_batches(cache_dir).steps_per_epoch + 3

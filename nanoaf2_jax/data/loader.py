@@ -38,12 +38,15 @@ class CachedBatches:
                  buckets: Sequence[int] | None = None, crop_size: int | None = None,
                  spatial_crop_fraction: float = 0.5, file_numbering: bool = False,
                  min_length: int = 1, max_length: int | None = None, worker_count: int = 0,
-                 shard_index: int = 0, shard_count: int = 1):
+                 shard_index: int = 0, shard_count: int = 1, batch_tokens: int | None = None):
+        """batch_tokens: instead of batch_size chains per step, as many chains of a padded
+        length n as fill this many residues (batch_tokens // n, at least one per process),
+        so short chains go many to a step and long ones few."""
         if batch_size % shard_count:
             raise ValueError(f"batch_size {batch_size} does not split over {shard_count} processes")
         self.cache, self.seed = cache, seed
-        self.batch_size, self.rows = batch_size, batch_size // shard_count
-        self.shard_index = shard_index
+        self.batch_size, self.batch_tokens = batch_size, batch_tokens
+        self.shard_index, self.shard_count = shard_index, shard_count
         self.crop_size, self.spatial_crop_fraction = crop_size, spatial_crop_fraction
         self.file_numbering, self.worker_count = file_numbering, worker_count
         lengths = cache.lengths
@@ -59,7 +62,7 @@ class CachedBatches:
         fed = lengths[self.members] if crop_size is None else np.minimum(lengths[self.members], crop_size)
         self.padded = np.array([padded_length(int(n), pad_to, buckets) for n in fed])
         self.groups = {int(n): self.members[self.padded == n] for n in np.unique(self.padded)}
-        self.steps_per_epoch = sum(-(-len(m) // batch_size) for m in self.groups.values())
+        self.steps_per_epoch = sum(-(-len(m) // self.global_rows(n)) for n, m in self.groups.items())
         self.cropped = int(np.sum(lengths[self.members] > crop_size)) if crop_size else 0
         self._epoch_cache: tuple[int, list[np.ndarray]] | None = None
         self._iterator = None
@@ -74,20 +77,34 @@ class CachedBatches:
 
     # -- the plan --------------------------------------------------------------------------------
 
+    def global_rows(self, length: int) -> int:
+        """Chains per step at this padded length, over all processes."""
+        if self.batch_tokens is None:
+            return self.batch_size
+        rows = max(1, self.batch_tokens // length)
+        return max(self.shard_count, rows - rows % self.shard_count)
+
+    def rows(self, length: int) -> int:
+        """This process's rows of a batch of this padded length."""
+        return self.global_rows(length) // self.shard_count
+
     @property
     def shapes(self) -> list[tuple[int, int]]:
-        return [(self.rows, length) for length in self.groups]
+        return [(self.rows(length), length) for length in self.groups]
 
     def describe(self) -> str:
         parts = [f"{length}: {len(m)}" for length, m in self.groups.items()]
         crop = (f"{self.cropped} cropped to {self.crop_size} (spatial with p = "
                 f"{self.spatial_crop_fraction})" if self.crop_size else "no crops")
+        per_step = (f"{self.batch_size} per step" if self.batch_tokens is None else
+                    f"up to {self.batch_tokens} residues per step (" + ", ".join(
+                        f"{self.global_rows(n)} x {n}" for n in self.groups) + ")")
         return (f"{len(self.members)} chains from {self.cache.dir} ({self.dropped} left out by "
                 f"length, {crop}) in {len(self.groups)} padded lengths ({', '.join(parts)}), "
-                f"{self.steps_per_epoch} steps per epoch")
+                f"{per_step}, {self.steps_per_epoch} steps per epoch")
 
     def empty_batch(self, length: int) -> dict[str, np.ndarray]:
-        return empty_batch(self.rows, length, self.file_numbering)
+        return empty_batch(self.rows(length), length, self.file_numbering)
 
     def epoch_batches(self, epoch: int) -> list[np.ndarray]:
         """Epoch `epoch`'s batches as arrays of cache indices (global batches, all rows)."""
@@ -95,9 +112,9 @@ class CachedBatches:
             return self._epoch_cache[1]
         rng = np.random.default_rng([self.seed, epoch])
         batches = []
-        for members in self.groups.values():
-            members = rng.permutation(members)
-            batches += [members[i:i + self.batch_size] for i in range(0, len(members), self.batch_size)]
+        for length, members in self.groups.items():
+            members, rows = rng.permutation(members), self.global_rows(length)
+            batches += [members[i:i + rows] for i in range(0, len(members), rows)]
         order = [batches[i] for i in rng.permutation(len(batches))]
         self._epoch_cache = (epoch, order)
         return order
@@ -107,16 +124,17 @@ class CachedBatches:
         epoch, k = divmod(int(step), self.steps_per_epoch)
         indices = self.epoch_batches(epoch)[k]
         length = int(self.padded[np.searchsorted(self.members, indices[0])])
-        lo = self.shard_index * self.rows
+        rows = self.rows(length)
+        lo = self.shard_index * rows
         examples = []
-        for row in range(lo, min(lo + self.rows, len(indices))):
+        for row in range(lo, min(lo + rows, len(indices))):
             protein = self.cache[int(indices[row])]
             rng = np.random.default_rng([self.seed, int(step), row])
             positions, _ = choose_crop(protein, self.crop_size, self.spatial_crop_fraction, rng)
             examples.append(pad_protein(take(protein, positions), length, self.file_numbering))
         if not examples:  # this process's rows are all padding of a short last batch
             return self.empty_batch(length)
-        return stack_examples(examples, self.rows)
+        return stack_examples(examples, rows)
 
     # -- Grain -----------------------------------------------------------------------------------
 

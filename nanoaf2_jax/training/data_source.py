@@ -56,7 +56,8 @@ def training_data(config: TrainConfig, options, log, proteins=None) -> TrainingD
             crop_size=config.crop_size, spatial_crop_fraction=config.spatial_crop_fraction,
             file_numbering=config.file_numbering, min_length=config.min_length,
             max_length=config.max_length, worker_count=config.loader_workers,
-            shard_index=jax.process_index(), shard_count=jax.process_count())
+            shard_index=jax.process_index(), shard_count=jax.process_count(),
+            batch_tokens=config.batch_tokens)
     except ValueError as err:
         raise TrainingError(str(err)) from None
     members = [int(i) for i in plan.members]

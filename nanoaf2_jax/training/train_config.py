@@ -103,6 +103,9 @@ class TrainConfig:
     modified_residues: bool = False
     # Grain worker processes reading batches (0: threads of the training process).
     loader_workers: int = 0
+    # A token budget instead of batch_size chains per step: batch_tokens // L chains of padded
+    # length L (at least one), so one step holds many short chains or a few long ones. 'grain' only.
+    batch_tokens: int | None = None
 
     def __post_init__(self):
         positive = ("epochs", "batch_size", "min_length", "max_length", "log_every",
@@ -154,6 +157,13 @@ class TrainConfig:
         if not 0.0 <= self.spatial_crop_fraction <= 1.0:
             raise ConfigError(f"spatial_crop_fraction must be within [0, 1], got "
                               f"{self.spatial_crop_fraction!r}")
+        if self.batch_tokens is not None:
+            if not isinstance(self.batch_tokens, int) or isinstance(self.batch_tokens, bool) \
+                    or self.batch_tokens < 1:
+                raise ConfigError(f"batch_tokens must be a positive integer or None, got "
+                                  f"{self.batch_tokens!r}")
+            if self.loader != "grain":
+                raise ConfigError("batch_tokens needs loader 'grain'")
         if not isinstance(self.loader_workers, int) or self.loader_workers < 0:
             raise ConfigError(f"loader_workers must be 0 or more, got {self.loader_workers!r}")
 
