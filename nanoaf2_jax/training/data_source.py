@@ -19,8 +19,9 @@ from ..data.batching import BatchPlan, filter_by_length
 from ..data.cache import SKIPPED, Cache, CacheError, is_cache
 from ..data.download import ensure_pdb_files
 from ..data.loader import CachedBatches
-from ..data.prepare import ParseOptions, prepare
+from ..data.prepare import ParseOptions, find_structure_files, prepare
 from ..data.structures import load_dataset, parse_structure
+from .run_state import dataset_fingerprint
 from .train_config import TrainConfig, TrainingError
 
 RUN_CACHE_SUBDIR = "data_cache"
@@ -48,7 +49,7 @@ def training_data(config: TrainConfig, options, log, proteins=None) -> TrainingD
                 raise TrainingError("no protein within the configured length range")
         plan = BatchPlan(proteins, config.batch_size, config.pad_to, config.buckets,
                          file_numbering=config.file_numbering)
-        return TrainingData(plan, proteins, [[p.name, p.chain, p.length] for p in proteins])
+        return TrainingData(plan, proteins, dataset_fingerprint(proteins))
     cache = open_cache(config, options, log)
     try:
         plan = CachedBatches(
@@ -106,7 +107,7 @@ def open_cache(config: TrainConfig, options, log) -> Cache:
         cache_dir = Path(config.output_dir) / RUN_CACHE_SUBDIR
         parse = ParseOptions(modified_residues=config.modified_residues)
         try:
-            count = len(os.listdir(config.data_dir)) if config.data_dir else len(sources)
+            count = len(find_structure_files(sources))
             workers = min(4, os.cpu_count() or 1) if count >= _PARALLEL_FROM else 1
             prepare(sources, cache_dir, workers=workers, options=parse, progress=False,
                     logger=log, prune=True)

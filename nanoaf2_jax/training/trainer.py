@@ -27,7 +27,7 @@ from tqdm import tqdm
 from ..data.download import RCSB_DOWNLOAD_URL
 from ..model.alphafold2 import count_parameters
 from ..model.convert import params_to_state_dict, save_state_dict
-from .data_source import TrainingData, load_proteins, training_data  # noqa: F401 (load_proteins: API)
+from .data_source import TrainingData, training_data
 from .metrics_log import METRICS_FILE, TENSORBOARD_DIR, MetricsLog, StepMetrics
 from .run_state import RunState
 from .train_config import TrainConfig, TrainingError
