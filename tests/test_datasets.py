@@ -189,14 +189,17 @@ def records(cache):
 def test_interrupted_preparation_resumed_gives_the_same_cache(tree, cache_dir, tmp_path):
     root, good, bad = tree
     out = tmp_path / "cache"
-    first = prepare([root], out, files_per_shard=50, stop_after=120)  # "interrupted"
-    assert first.prepared + first.skipped == 120
+    # One subdirectory first, so that the shards do not hold the files in sorted order.
+    subset = prepare([root / "d6"], out, files_per_shard=50)
+    first = prepare([root], out, files_per_shard=50, stop_after=80)  # "interrupted"
+    assert first.prepared + first.skipped == 80
+    done = subset.prepared + subset.skipped + 80
     # What a kill leaves: a shard written but never listed, and a half-written temporary file.
     (out / "shard-00042.array_record").write_bytes(b"half a shard")
     (out / "manifest.json.tmp").write_text("{")
     assert len(Cache(out)) < len(Cache(cache_dir))  # a reader sees only what is listed
     second = prepare([root], out, workers=2, files_per_shard=50)
-    assert second.unchanged == 120 and second.prepared + second.skipped == len(good) + len(bad) - 120
+    assert second.unchanged == done and second.prepared + second.skipped == len(good) + len(bad) - done
     assert not (out / "shard-00042.array_record").exists() and not (out / "manifest.json.tmp").exists()
     assert records(Cache(out)) == records(Cache(cache_dir))
     again = prepare([root], out)
