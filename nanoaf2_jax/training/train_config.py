@@ -151,7 +151,8 @@ class TrainConfig:
                                   f"({self.min_length}) or None, got {self.crop_size!r}")
             if self.loader != "grain":
                 raise ConfigError("crop_size needs loader 'grain' (the in-memory loader drops "
-                                  "chains above max_length, as the reference does)")
+                                  "chains above max_length, as the reference does): with "
+                                  "--loader memory pass --crop-size none")
             if self.pad_to is not None and self.crop_size > self.pad_to:
                 raise ConfigError(f"crop_size {self.crop_size} does not fit pad_to {self.pad_to}")
         if not 0.0 <= self.spatial_crop_fraction <= 1.0:
