@@ -23,9 +23,14 @@ _REFERENCE = TrainConfig(
     output_dir="outputs/reference",
 )
 
+# Issue 13's data pipeline (docs/data.md): a cache read through Grain, chains longer than the
+# largest bucket cropped instead of dropped, modified residues kept as their parent, and the
+# file's residue numbering in the relative-position features. The reference keeps its own.
+_DATA = dict(loader="grain", crop_size=200, file_numbering=True, modified_residues=True)
+
 # The diffusion fixes of issue 11 are model fields (they shape sampling too): see
 # MODEL_PRESETS["default"] in nanoaf2_jax/model/model_config.py.
-_DEFAULT = TrainConfig(model=MODEL_PRESETS["default"])
+_DEFAULT = TrainConfig(model=MODEL_PRESETS["default"], **_DATA)
 
 # Small enough that a CPU step takes milliseconds. The higher lr makes a single short protein
 # overfit in a few hundred steps (tests/test_training.py relies on it).
@@ -37,6 +42,7 @@ _TINY = TrainConfig(
     checkpoint_every_epochs=5,
     eval_every_epochs=0,  # smoke runs: no sampling unless asked (--eval-every)
     output_dir="outputs/tiny",
+    **_DATA,
 )
 
 PRESETS: dict[str, TrainConfig] = {"reference": _REFERENCE, "default": _DEFAULT, "tiny": _TINY}

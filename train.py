@@ -20,7 +20,7 @@ from nanoaf2_jax.data.download import RCSB_DOWNLOAD_URL, DownloadError, validate
 from nanoaf2_jax.data.structures import StructureError
 from nanoaf2_jax.model import model_config
 from nanoaf2_jax.model.precision import add_matmul_precision_argument, set_matmul_precision
-from nanoaf2_jax.training.train_config import ConfigError, TrainConfig, TrainingError
+from nanoaf2_jax.training.train_config import LOADERS, ConfigError, TrainConfig, TrainingError
 
 # (flag, config field, type, help). The field is TrainConfig's, ModelConfig's or Optimisation's.
 _OVERRIDES = [
@@ -35,17 +35,41 @@ _OVERRIDES = [
     ]),
     ("Data and padding", [
         ("--data-dir", "data_dir", str,
-         "train on every structure file in this directory (nothing is downloaded); without it, "
-         "the --pdb-ids are downloaded into --download-dir"),
+         "train on every structure file in this directory (nothing is downloaded), or on a cache "
+         "made by python -m nanoaf2_jax.prepare; without it, the --pdb-ids are downloaded into "
+         "--download-dir"),
         ("--pdb-ids", "pdb_ids", "ids", "PDB IDs to train on, comma-separated"),
         ("--min-length", "min_length", int, "drop proteins shorter than this"),
-        ("--max-length", "max_length", int, "drop proteins longer than this"),
+        ("--max-length", "max_length", int,
+         "drop proteins longer than this (with --crop-size they are cropped instead, and this "
+         "only bounds the proteins sampled by the evaluation during training)"),
         ("--pad-to", "pad_to", "optional_int", "pad every batch to this length ('none': buckets)"),
         ("--buckets", "buckets", "buckets",
          "length-bucket edges, comma-separated ('none': pad each batch to its own length)"),
         ("--attention-mask", "attention_mask", "bool",
          "mask padding out of attention and triangular updates (--no-attention-mask: the "
          "reference, padding only excluded from the losses)"),
+    ]),
+    ("Data pipeline (docs/data.md)", [
+        ("--loader", "loader", "loader",
+         "memory: parse every structure at start-up (the reference); grain: a cache (structure "
+         "files are prepared into OUTPUT_DIR/data_cache) read through Grain, with crops"),
+        ("--crop-size", "crop_size", "optional_int",
+         "crop chains longer than this (contiguous or spatial) instead of dropping them "
+         "('none': drop above --max-length)"),
+        ("--spatial-crop-fraction", "spatial_crop_fraction", float,
+         "share of crops that are spatial (nearest residues to a random one) not contiguous"),
+        ("--file-numbering", "file_numbering", "bool",
+         "the file's residue numbers reach the relative-position features, so chain breaks "
+         "are visible (--no-file-numbering: 0..L-1, the reference)"),
+        ("--modified-residues", "modified_residues", "bool",
+         "keep HETATM polymer residues coded by their parent, MSE -> M (--no-modified-residues: "
+         "ATOM records only, the reference)"),
+        ("--loader-workers", "loader_workers", int,
+         "Grain worker processes reading batches (0: threads of the training process)"),
+        ("--batch-tokens", "batch_tokens", "optional_int",
+         "a token budget per step instead of --batch-size: TOKENS // L chains of padded length "
+         "L (at least one); 'none': --batch-size chains"),
     ]),
     ("Logging and checkpoints", [
         ("--output-dir", "output_dir", str, "checkpoints, metrics.jsonl and the final model"),
@@ -181,7 +205,8 @@ _CHOICES = {"rotation_noise": model_config.ROTATION_NOISES,
             "rotation_head": model_config.ROTATION_HEADS,
             "fape_atoms": model_config.FAPE_ATOMS,
             "plddt_head": model_config.PLDDT_HEADS,
-            "plddt_target": model_config.PLDDT_TARGETS}
+            "plddt_target": model_config.PLDDT_TARGETS,
+            "loader": LOADERS}
 _TYPES = {"ids": _pdb_ids, "optional_int": _optional_int, "optional_float": _optional_float,
           "buckets": _buckets,
           **{name: _choice(name.replace("_", " "), allowed) for name, allowed in _CHOICES.items()}}

@@ -52,24 +52,66 @@ def padded_length(length: int, pad_to: int | None, buckets: Sequence[int] | None
     return length
 
 
-def pad_protein(p: Protein, length: int) -> dict[str, np.ndarray]:
+def feature_residue_index(residue_index: np.ndarray, length: int | None = None) -> np.ndarray:
+    """The file's residue numbers as the relative-position features see them, padded to `length`.
+
+    Shifted to start at 0 (only differences matter) and made strictly increasing: residues
+    sharing a number (insertion codes: 52, 52A) become consecutive and the rest shift with
+    them, so a gap in the numbering stays a gap. Padding continues the count (it is masked).
+    """
+    n = residue_index.shape[0]
+    length = n if length is None else length
+    if n == 0:
+        return np.arange(length, dtype=np.int32)
+    shifted = residue_index.astype(np.int64) - int(residue_index[0])
+    # out[i] = max(shifted[i], out[i-1] + 1), i.e. i + running max of (shifted[j] - j).
+    out = np.arange(n) + np.maximum.accumulate(shifted - np.arange(n))
+    tail = out[-1] + 1 + np.arange(length - n)
+    return np.concatenate([out, tail]).astype(np.int32)
+
+
+def pad_protein(p: Protein, length: int, file_numbering: bool = False) -> dict[str, np.ndarray]:
     """One example padded with zeros to `length`; mask marks the real residues.
 
-    The residue index is deliberately absent: like the reference, the model numbers residues
-    0..L-1 whatever the file says (training.residue_index_of supplies it).
+    Without file_numbering the residue index is deliberately absent: like the reference, the
+    model numbers residues 0..L-1 whatever the file says (training.residue_index_of supplies
+    it). With it, "residue_index" carries the file's numbering (feature_residue_index).
     """
     pad = length - p.length
 
     def coords(x):
         return np.concatenate([x.astype(np.float32), np.zeros((pad, 3), np.float32)])
 
-    return {
+    example = {
         "sequence": np.concatenate([p.sequence.astype(np.int32), np.zeros(pad, np.int32)]),
         "mask": np.concatenate([np.ones(p.length, bool), np.zeros(pad, bool)]),
         "coords_N": coords(p.coords_N),
         "coords_CA": coords(p.coords_CA),
         "coords_C": coords(p.coords_C),
     }
+    if file_numbering:
+        example["residue_index"] = feature_residue_index(p.residue_index, length)
+    return example
+
+
+def empty_batch(rows: int, length: int, file_numbering: bool = False) -> dict[str, np.ndarray]:
+    """An all-padding batch [rows, length]: what compiling ahead of time needs."""
+    coords = {k: np.zeros((rows, length, 3), np.float32) for k in ("coords_N", "coords_CA", "coords_C")}
+    batch = {"sequence": np.zeros((rows, length), np.int32), "mask": np.zeros((rows, length), bool),
+             **coords}
+    if file_numbering:
+        batch["residue_index"] = np.broadcast_to(np.arange(length, dtype=np.int32), (rows, length)).copy()
+    return batch
+
+
+def stack_examples(examples: list[dict[str, np.ndarray]], rows: int) -> dict[str, np.ndarray]:
+    """Examples of one padded length stacked, filled up to `rows` with all-padding rows."""
+    out = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+    missing = rows - len(examples)
+    if missing:
+        out = {k: np.concatenate([v, np.zeros((missing, *v.shape[1:]), v.dtype)])
+               for k, v in out.items()}
+    return out
 
 
 class BatchPlan:
@@ -81,16 +123,17 @@ class BatchPlan:
     """
 
     def __init__(self, proteins: Sequence[Protein], batch_size: int, pad_to: int | None = None,
-                 buckets: Sequence[int] | None = None):
+                 buckets: Sequence[int] | None = None, file_numbering: bool = False):
         if not proteins:
             raise ValueError("no proteins to batch")
         self.proteins = list(proteins)
         self.batch_size = batch_size
+        self.file_numbering = file_numbering
         self._examples = []
         groups: dict[int, list[int]] = {}
         for i, p in enumerate(self.proteins):
             length = padded_length(p.length, pad_to, buckets)
-            self._examples.append(pad_protein(p, length))
+            self._examples.append(pad_protein(p, length, file_numbering))
             groups.setdefault(length, []).append(i)
         self.groups = dict(sorted(groups.items()))
         self.steps_per_epoch = sum(-(-len(m) // batch_size) for m in self.groups.values())
@@ -119,15 +162,7 @@ class BatchPlan:
 
     def empty_batch(self, length: int) -> dict[str, np.ndarray]:
         """An all-padding batch of one padded length: what compiling ahead of time needs."""
-        b = self.batch_size
-        coords = {k: np.zeros((b, length, 3), np.float32) for k in ("coords_N", "coords_CA", "coords_C")}
-        return {"sequence": np.zeros((b, length), np.int32), "mask": np.zeros((b, length), bool), **coords}
+        return empty_batch(self.batch_size, length, self.file_numbering)
 
     def batch(self, indices: Sequence[int]) -> dict[str, np.ndarray]:
-        examples = [self._examples[i] for i in indices]
-        out = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
-        missing = self.batch_size - len(examples)
-        if missing:
-            out = {k: np.concatenate([v, np.zeros((missing, *v.shape[1:]), v.dtype)])
-                   for k, v in out.items()}
-        return out
+        return stack_examples([self._examples[i] for i in indices], self.batch_size)

@@ -4,6 +4,11 @@ The parser reproduces the reference's rules (first model, ATOM records only, alt
 'A', residues lacking N, CA or C dropped, unknown residue names coded 24) so that our training
 data equals the reference's, but it reads PDB and mmCIF (optionally gzipped) and keeps to one
 chain instead of merging every chain's residues by number. Fetching files is download.py.
+
+With modified_residues=True (the default preset's rule, docs/data.md) polymer residues recorded
+as HETATM are kept too and coded by their standard parent from gemmi's residue table
+(MSE -> M, NLE -> L); one without a standard parent is coded unknown. Dropping them, as the
+reference does, closes the chain up over the hole.
 """
 
 from __future__ import annotations
@@ -54,6 +59,9 @@ class Protein:
     residue_index: np.ndarray
     name: str
     chain: str
+    # From the file's header where it has them (0.0 / "" otherwise): the cache records them.
+    resolution: float = 0.0
+    method: str = ""
 
     @property
     def length(self) -> int:
@@ -110,12 +118,21 @@ def parse_structure_spec(spec: str | os.PathLike) -> Protein:
     return parse_structure(path, chain)
 
 
-def parse_structure(path: str | os.PathLike, chain: str | None = None) -> Protein:
+def parse_structure(path: str | os.PathLike, chain: str | None = None,
+                    modified_residues: bool = False) -> Protein:
     """Backbone of one protein chain from a PDB/mmCIF file (optionally gzipped).
 
     Without `chain`, the first chain with at least one usable residue is taken; chains are
     never merged. Raises StructureError naming the file for every way a file can be unusable.
+    modified_residues: keep HETATM polymer residues, coded by their parent (module docstring).
     """
+    structure = read_structure(path)
+    return protein_from_structure(structure, chain, source=str(path), name=structure_name(path),
+                                  modified_residues=modified_residues)
+
+
+def read_structure(path: str | os.PathLike) -> gemmi.Structure:
+    """gemmi's Structure of a file, or StructureError naming the file and the reason."""
     path = Path(path)
     if not path.exists():
         raise StructureError(f"{path}: file not found")
@@ -128,33 +145,67 @@ def parse_structure(path: str | os.PathLike, chain: str | None = None) -> Protei
         structure = gemmi.read_structure(str(path), format=fmt)
     except (RuntimeError, ValueError, OSError) as err:
         raise StructureError(f"{path}: not a readable {fmt.name} structure: {err}") from err
-    return protein_from_structure(structure, chain, source=str(path), name=structure_name(path))
+    return structure
 
 
 def protein_from_structure(
-    structure: gemmi.Structure, chain: str | None, source: str, name: str
+    structure: gemmi.Structure, chain: str | None, source: str, name: str,
+    modified_residues: bool = False,
 ) -> Protein:
     """Apply the reference's residue rules to one chain of the first model.
 
     `source` is what error messages call the input (a path or a URL).
     """
+    proteins = proteins_from_structure(structure, source, name, modified_residues,
+                                       chain=chain, all_chains=False)
+    if chain is None and len(proteins.chain_names) > 1:
+        _LOG.info("%s: %d chains (%s); using chain %s, the first with a backbone", source,
+                  len(proteins.chain_names), ", ".join(proteins.chain_names), proteins[0].chain)
+    return proteins[0]
+
+
+class _Chains(list):
+    """The proteins found, and the names of every chain of the model (for messages)."""
+
+    chain_names: list[str]
+
+
+def proteins_from_structure(
+    structure: gemmi.Structure, source: str, name: str, modified_residues: bool = False,
+    chain: str | None = None, all_chains: bool = False,
+) -> list[Protein]:
+    """The protein chains of the first model: the first with a backbone (or `chain`), or with
+    all_chains every one that has a backbone, in file order. Raises StructureError if none."""
     if len(structure) == 0 or structure[0].count_atom_sites() == 0:
         raise StructureError(f"{source}: contains no atoms (not a coordinate file?)")
+    if modified_residues:
+        # Marks each residue polymer / non-polymer / water (from TER records and the residue
+        # table for PDB files, from the entity categories for mmCIF).
+        structure.setup_entities()
     model = structure[0]
     chain_names = list(dict.fromkeys(c.name for c in model))
     if chain is not None and chain not in chain_names:
         raise StructureError(
             f"{source}: chain {chain!r} not found; chains present: {', '.join(chain_names)}"
         )
+    found = _Chains()
+    found.chain_names = chain_names
+    resolution = float(structure.resolution or 0.0)
+    method = structure.info["_exptl.method"] if "_exptl.method" in structure.info else ""
     for candidate in model:
         if chain is not None and candidate.name != chain:
             continue
-        residues = _backbone_residues(candidate)
+        if any(p.chain == candidate.name for p in found):
+            continue  # a PDB chain split by ligands into two gemmi chains: keep the first
+        residues = _backbone_residues(candidate, modified_residues)
         if residues:
-            if chain is None and len(chain_names) > 1:
-                _LOG.info("%s: %d chains (%s); using chain %s, the first with a backbone",
-                          source, len(chain_names), ", ".join(chain_names), candidate.name)
-            return _to_protein(residues, name=name, chain=candidate.name)
+            found.append(_to_protein(residues, name=name, chain=candidate.name,
+                                     resolution=resolution, method=method,
+                                     modified_residues=modified_residues))
+            if not all_chains:
+                return found
+    if found:
+        return found
     if chain is not None:
         raise StructureError(
             f"{source}: chain {chain!r} has no ATOM residue with all of N, CA and C"
@@ -165,17 +216,22 @@ def protein_from_structure(
     )
 
 
-def _backbone_residues(chain: gemmi.Chain) -> list[tuple[int, str, dict[str, gemmi.Position]]]:
+def _backbone_residues(chain: gemmi.Chain, modified_residues: bool = False
+                       ) -> list[tuple[int, str, dict[str, gemmi.Position]]]:
     """(number, name, {N, CA, C}) per usable residue, sorted by (number, insertion code).
 
     Residues sharing a number and insertion code (microheterogeneity: gemmi splits e.g. an
     altloc-A ALA and altloc-B SER into two residues) are merged as the reference merges them:
     the name is that of the first residue contributing a kept atom. Unlike the reference,
     insertion codes keep residues apart (52 and 52A are two residues, both numbered 52).
+    modified_residues: HETATM residues of the polymer count too (the caller ran setup_entities).
     """
     by_seqid: dict[tuple[int, str], tuple[str, dict[str, gemmi.Position]]] = {}
     for residue in chain:
-        if residue.het_flag != "A":  # HETATM (water, ligands, MSE...) is ignored, as in the ref.
+        # HETATM (water, ligands, MSE...) is ignored, as in the reference, unless the residue
+        # belongs to the polymer and modified residues are asked for.
+        if residue.het_flag != "A" and not (
+                modified_residues and residue.entity_type == gemmi.EntityType.Polymer):
             continue
         for atom in residue:
             if atom.name in _BACKBONE and atom.altloc in _KEPT_ALTLOCS:
@@ -189,23 +245,34 @@ def _backbone_residues(chain: gemmi.Chain) -> list[tuple[int, str, dict[str, gem
     ]
 
 
-def _residue_code(resname: str) -> int:
-    return AA_TO_IDX.get(AA_3TO1.get(resname, "X"), UNK_IDX)
+def _residue_code(resname: str, modified_residues: bool = False) -> int:
+    """Reference code of a residue name. With modified_residues a non-standard amino acid gets
+    its standard parent's code (gemmi's table gives the parent as a lower-case one-letter code:
+    MSE 'm', NLE 'l'); without, it is unknown, as in the reference (even when recorded as ATOM)."""
+    letter = AA_3TO1.get(resname)
+    if letter is None and modified_residues:
+        info = gemmi.find_tabulated_residue(resname)
+        if info is not None and info.is_amino_acid():
+            letter = info.one_letter_code.upper()
+    return AA_TO_IDX.get(letter or "X", UNK_IDX)
 
 
-def _to_protein(residues, name: str, chain: str) -> Protein:
+def _to_protein(residues, name: str, chain: str, resolution: float = 0.0,
+                method: str = "", modified_residues: bool = False) -> Protein:
     def coords(atom_name):
         positions = [atoms[atom_name] for _, _, atoms in residues]
         return np.array([[p.x, p.y, p.z] for p in positions], dtype=np.float32)
 
     return Protein(
-        sequence=np.array([_residue_code(resname) for _, resname, _ in residues], dtype=np.int32),
+        sequence=np.array([_residue_code(resname, modified_residues) for _, resname, _ in residues], dtype=np.int32),
         coords_N=coords("N"),
         coords_CA=coords("CA"),
         coords_C=coords("C"),
         residue_index=np.array([num for num, _, _ in residues], dtype=np.int32),
         name=name,
         chain=chain,
+        resolution=resolution,
+        method=method,
     )
 
 
@@ -219,6 +286,7 @@ def load_dataset(
     min_length: int = 1,
     max_length: int | None = None,
     logger: logging.Logger | None = None,
+    modified_residues: bool = False,
 ) -> list[Protein]:
     """Every structure file in `data_dir` (sorted by name) with min_length <= L <= max_length.
 
@@ -239,7 +307,7 @@ def load_dataset(
     proteins, failed, out_of_range = [], 0, 0
     for path in files:
         try:
-            protein = parse_structure(path)
+            protein = parse_structure(path, modified_residues=modified_residues)
         except StructureError as err:
             log.warning("skipping %s", err)
             failed += 1

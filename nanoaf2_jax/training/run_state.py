@@ -18,7 +18,8 @@ from .train_config import TrainConfig, TrainingError
 
 # Config fields a resumed run may change: they do not affect what is computed.
 RESUMABLE_CHANGES = ("log_every", "checkpoint_every_epochs", "keep_checkpoints", "tensorboard",
-                     "eval_every_epochs", "eval_steps", "eval_dir", "eval_max_proteins")
+                     "eval_every_epochs", "eval_steps", "eval_dir", "eval_max_proteins",
+                     "loader_workers")
 
 
 def dataset_fingerprint(proteins) -> list:
@@ -35,7 +36,9 @@ def saved_config(output_dir) -> TrainConfig:
 
 
 def _check_resumable(config: TrainConfig, meta: dict, fingerprint: list, step_dir: Path):
-    saved, given = meta["config"], config.to_dict()
+    # Through TrainConfig, so that fields added since the checkpoint was written compare as
+    # their defaults (which are the behaviour of the code that wrote it).
+    saved, given = TrainConfig.from_dict(meta["config"]).to_dict(), config.to_dict()
     # Directories may have moved; the dataset fingerprint below checks the proteins instead.
     ignored = (*RESUMABLE_CHANGES, "output_dir", "data_dir")
     changed = [k for k in given if k not in ignored and given[k] != saved.get(k)]
@@ -60,6 +63,7 @@ class RunState:
         self.out = out
         self.ckpt = TrainCheckpointer(out, config.keep_checkpoints, log)
         self.last_checkpoint: Path | None = None
+        self.loader_state: dict | None = None  # the data loader's state, when resumed
 
     def initial_state(self, resume: bool):
         """params, opt_state, train_key, data rng (at the start of the epoch holding `step`), step."""
@@ -87,12 +91,13 @@ class RunState:
         params, opt_state, meta = self.ckpt.restore(latest, params, opt_state)
         _check_resumable(self.config, meta, self.fingerprint, step_dir)
         rng.bit_generator.state = meta["data_rng_state"]
+        self.loader_state = meta.get("data_loader_state")
         train_key = np.asarray(meta["train_key"], dtype=np.uint32)
         self.last_checkpoint = step_dir
         self.log.info("resuming from %s (step %d, epoch %d)", step_dir, latest, meta["epoch"])
         return params, opt_state, train_key, rng, latest
 
-    def save(self, step, params, opt_state, rng_state, train_key):
+    def save(self, step, params, opt_state, rng_state, train_key, loader_state=None):
         if self.ckpt.latest_step() == step:
             return
         meta = {
@@ -106,6 +111,8 @@ class RunState:
             "config": self.config.to_dict(),
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
+        if loader_state is not None:  # Grain's iterator state (loader 'grain')
+            meta["data_loader_state"] = loader_state
         self.last_checkpoint = self.ckpt.save(step, params, opt_state, meta)
         self.log.info("saved checkpoint %s", self.last_checkpoint)
 

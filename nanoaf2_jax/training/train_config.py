@@ -22,6 +22,7 @@ from .train_step import OptimConfig
 # Eight edges bound the number of compilations at eight; the reference's 8 proteins (20 to 76
 # residues) use four of them.
 DEFAULT_BUCKETS = (32, 48, 64, 80, 96, 128, 160, 200)
+LOADERS = ("memory", "grain")
 
 
 class ConfigError(ValueError):
@@ -80,9 +81,31 @@ class TrainConfig:
     eval_max_proteins: int = 4
     # Structures to download into data/pdb and train on; ignored when data_dir is set.
     pdb_ids: tuple[str, ...] = tuple(REFERENCE_PDB_IDS)
-    # Train on every structure file in this directory instead (nothing is downloaded).
+    # Train on every structure file in this directory instead (nothing is downloaded), or on the
+    # cache `python -m nanoaf2_jax.prepare` made there (loader 'grain').
     data_dir: str | None = None
     output_dir: str = "outputs/default"
+    # -- The data pipeline (docs/data.md). The defaults here are the reference's behaviour, so
+    # configs saved before these fields existed load unchanged; configs.py's default and tiny
+    # turn them on.
+    # 'memory': every structure parsed at start-up into BatchPlan (the reference's way);
+    # 'grain': a prepared cache (data_dir holding one, or structure files prepared on the fly into
+    # <output_dir>/data_cache) read through Grain (data/loader.py), with crops.
+    loader: str = "memory"
+    # Chains longer than this are cropped (contiguous or spatial, data/crops.py) instead of
+    # dropped; None: dropped above max_length, as in the reference. 'grain' only.
+    crop_size: int | None = None
+    spatial_crop_fraction: float = 0.5  # the share of crops that are spatial
+    # The file's residue numbering reaches the relative-position features, so chain breaks are
+    # visible; False: residues numbered 0..L-1 whatever the file says (the reference).
+    file_numbering: bool = False
+    # HETATM polymer residues kept, coded by their parent (MSE -> M); False: ATOM records only.
+    modified_residues: bool = False
+    # Grain worker processes reading batches (0: threads of the training process).
+    loader_workers: int = 0
+    # A token budget instead of batch_size chains per step: batch_tokens // L chains of padded
+    # length L (at least one), so one step holds many short chains or a few long ones. 'grain' only.
+    batch_tokens: int | None = None
 
     def __post_init__(self):
         positive = ("epochs", "batch_size", "min_length", "max_length", "log_every",
@@ -108,6 +131,7 @@ class TrainConfig:
             if not buckets or any(not isinstance(b, int) or b < 1 for b in buckets):
                 raise ConfigError(f"buckets must be positive integers, got {self.buckets!r}")
             object.__setattr__(self, "buckets", tuple(sorted(set(buckets))))
+        self._check_data_fields()
         opt = self.optimisation
         if not opt.lr > 0 or opt.weight_decay < 0 or opt.warmup_steps < 0 or not opt.grad_clip > 0:
             raise ConfigError(f"invalid optimisation settings: {opt}")
@@ -116,6 +140,33 @@ class TrainConfig:
         except ValueError as err:
             raise ConfigError(str(err)) from None
         object.__setattr__(self, "pdb_ids", ids)
+
+    def _check_data_fields(self):
+        if self.loader not in LOADERS:
+            raise ConfigError(f"loader must be one of {', '.join(LOADERS)}, got {self.loader!r}")
+        if self.crop_size is not None:
+            if not isinstance(self.crop_size, int) or isinstance(self.crop_size, bool) \
+                    or self.crop_size < self.min_length:
+                raise ConfigError(f"crop_size must be an integer of at least min_length "
+                                  f"({self.min_length}) or None, got {self.crop_size!r}")
+            if self.loader != "grain":
+                raise ConfigError("crop_size needs loader 'grain' (the in-memory loader drops "
+                                  "chains above max_length, as the reference does): with "
+                                  "--loader memory pass --crop-size none")
+            if self.pad_to is not None and self.crop_size > self.pad_to:
+                raise ConfigError(f"crop_size {self.crop_size} does not fit pad_to {self.pad_to}")
+        if not 0.0 <= self.spatial_crop_fraction <= 1.0:
+            raise ConfigError(f"spatial_crop_fraction must be within [0, 1], got "
+                              f"{self.spatial_crop_fraction!r}")
+        if self.batch_tokens is not None:
+            if not isinstance(self.batch_tokens, int) or isinstance(self.batch_tokens, bool) \
+                    or self.batch_tokens < 1:
+                raise ConfigError(f"batch_tokens must be a positive integer or None, got "
+                                  f"{self.batch_tokens!r}")
+            if self.loader != "grain":
+                raise ConfigError("batch_tokens needs loader 'grain'")
+        if not isinstance(self.loader_workers, int) or self.loader_workers < 0:
+            raise ConfigError(f"loader_workers must be 0 or more, got {self.loader_workers!r}")
 
     # -- (de)serialisation: checkpoints carry the whole config as JSON ---------------------------
 

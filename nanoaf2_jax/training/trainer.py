@@ -24,13 +24,12 @@ from pathlib import Path
 import jax
 from tqdm import tqdm
 
-from ..data.batching import BatchPlan, filter_by_length
-from ..data.download import RCSB_DOWNLOAD_URL, ensure_pdb_files
-from ..data.structures import Protein, load_dataset, parse_structure
+from ..data.download import RCSB_DOWNLOAD_URL
 from ..model.alphafold2 import count_parameters
 from ..model.convert import params_to_state_dict, save_state_dict, tensors_beyond_reference
+from .data_source import TrainingData, training_data
 from .metrics_log import METRICS_FILE, TENSORBOARD_DIR, MetricsLog, StepMetrics
-from .run_state import RunState, dataset_fingerprint
+from .run_state import RunState
 from .train_config import TrainConfig, TrainingError
 from .train_step import lr_schedule, make_keyed_train_step, make_optimizer
 
@@ -66,28 +65,6 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# Data
-# ---------------------------------------------------------------------------------------------
-
-
-def load_proteins(config: TrainConfig, options: RunOptions, log=_LOG) -> list[Protein]:
-    """The run's proteins: every structure in data_dir, or the pdb_ids (downloaded if needed)."""
-    if config.data_dir is not None:
-        source = config.data_dir
-        proteins = load_dataset(config.data_dir, logger=log)
-    else:
-        source = options.download_dir
-        paths = ensure_pdb_files(config.pdb_ids, options.download_dir, base_url=options.base_url,
-                                 offline=options.offline)
-        proteins = [parse_structure(p) for p in paths]
-    kept = filter_by_length(proteins, config.min_length, config.max_length, log)
-    if not kept:
-        raise TrainingError(f"{source}: no protein with {config.min_length} to "
-                            f"{config.max_length} residues ({len(proteins)} read)")
-    return kept
-
-
-# ---------------------------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------------------------
 
@@ -95,13 +72,14 @@ def load_proteins(config: TrainConfig, options: RunOptions, log=_LOG) -> list[Pr
 class _Run:
     """State of one training run; `train()` drives it."""
 
-    def __init__(self, config: TrainConfig, options: RunOptions, proteins, log):
+    def __init__(self, config: TrainConfig, options: RunOptions, data: TrainingData, log):
         self.config, self.options, self.log = config, options, log
         self.out = Path(config.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.proteins = proteins
-        self.plan = BatchPlan(proteins, config.batch_size, config.pad_to, config.buckets)
-        self.fingerprint = dataset_fingerprint(proteins)
+        # The data hook (data_source.py): a BatchPlan in memory, or Grain batches of a cache.
+        self.proteins = data.proteins
+        self.plan = data.plan
+        self.fingerprint = data.fingerprint
         self.spe = self.plan.steps_per_epoch
         self.total_steps = self.spe * config.epochs
         self.stop_step = self.total_steps if options.max_steps is None else min(
@@ -122,6 +100,8 @@ class _Run:
             self.state.close()
             raise
         cfg, log = self.config, self.log
+        if hasattr(self.plan, "start"):  # Grain: position the iterator (checkpointed state)
+            self.plan.start(self.total_steps, step, self.state.loader_state)
         log.info("model: %s parameters; %s", f"{count_parameters(params):,}", self.plan.describe())
         log.info("%d epochs = %d steps; attention mask %s; padding: %s", cfg.epochs,
                  self.total_steps, "on" if cfg.attention_mask else "off (reference)",
@@ -145,6 +125,7 @@ class _Run:
             bar.close()
             metrics_log.close()
             self.state.close()
+            getattr(self.plan, "close", lambda: None)()  # Grain's threads or processes
         final = None
         if step >= self.total_steps:
             final = self.export(params)
@@ -196,7 +177,8 @@ class _Run:
                 # Never checkpoint past a non-finite step.
                 self.metrics.fetch(metrics_log, bar, self.state.last_checkpoint)
                 rng_state = rng.bit_generator.state if at_epoch_end else epoch_rng_state
-                self.state.save(step, params, opt_state, rng_state, train_key)
+                self.state.save(step, params, opt_state, rng_state, train_key,
+                                loader_state=getattr(self.plan, "iterator_state", lambda: None)())
             if at_epoch_end and cfg.eval_every_epochs and (step // self.spe) % cfg.eval_every_epochs == 0:
                 self.evaluate(params, step, metrics_log, bar)
         self.metrics.fetch(metrics_log, bar, self.state.last_checkpoint)
@@ -233,13 +215,7 @@ def train(config: TrainConfig, options: RunOptions = RunOptions(), proteins=None
           logger: logging.Logger | None = None) -> TrainResult:
     """Train (or resume) one run. `proteins` overrides the config's data source (tests)."""
     log = logger or _LOG
-    if proteins is None:
-        proteins = load_proteins(config, options, log)
-    else:
-        proteins = filter_by_length(proteins, config.min_length, config.max_length, log)
-        if not proteins:
-            raise TrainingError("no protein within the configured length range")
-    return _Run(config, options, proteins, log).run()
+    return _Run(config, options, training_data(config, options, log, proteins), log).run()
 
 
 @contextlib.contextmanager
