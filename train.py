@@ -76,6 +76,15 @@ _OVERRIDES = [
         ("--rot-weight", "rot_weight", float, "rotation loss weight"),
         ("--plddt-weight", "plddt_weight", float, "pLDDT loss weight"),
     ]),
+    ("Scale (docs/distributed.md)", [
+        ("--grad-accum", "grad_accum", int,
+         "accumulate the gradients of K batches per optimiser step: effective batch K × "
+         "--batch-size at the memory of one (--batch-size is the global batch, split over every "
+         "device and must divide by their number)"),
+        ("--precision", "precision", "precision",
+         "float32, or bf16: matrix products and activations in bfloat16 on float32 parameters, "
+         "optimiser state, LayerNorm statistics, softmaxes and losses"),
+    ]),
     ("Diffusion", [
         ("--center-coords", "center_coords", "bool",
          "diffuse translations centred on each structure's CA centroid (--no-center-coords: "
@@ -155,10 +164,21 @@ def _rotation_update(text: str) -> str:
     return text
 
 
+def _precision(text: str) -> str:
+    from nanoaf2_jax.training.mixed_precision import PRECISIONS
+
+    if text not in PRECISIONS:
+        raise argparse.ArgumentTypeError(f"invalid precision {text!r}: choose one of "
+                                         f"{', '.join(PRECISIONS)}")
+    return text
+
+
 _TYPES = {"ids": _pdb_ids, "optional_int": _optional_int, "buckets": _buckets,
-          "rotation_noise": _rotation_noise, "rotation_update": _rotation_update}
+          "rotation_noise": _rotation_noise, "rotation_update": _rotation_update,
+          "precision": _precision}
 _METAVARS = {int: "N", float: "X", "ids": "IDS", "optional_int": "N|none", "buckets": "EDGES|none",
-             "rotation_noise": "reference|igso3", "rotation_update": "rodrigues|quaternion"}
+             "rotation_noise": "reference|igso3", "rotation_update": "rodrigues|quaternion",
+             "precision": "float32|bf16"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -188,6 +208,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="never download; fail if a --pdb-ids file is missing")
     run.add_argument("--print-config", action="store_true",
                      help="print the resulting config as JSON and exit")
+    dist = parser.add_argument_group(
+        "Processes (jax.distributed; docs/distributed.md)",
+        "Every process runs this same command with its own --process-id. Without these flags a "
+        "run under srun (SLURM, several tasks), mpirun or with JAX_COORDINATOR_ADDRESS set "
+        "starts jax.distributed from that environment; otherwise it is one process using every "
+        "local device.")
+    dist.add_argument("--coordinator", default=None, metavar="ADDR:PORT",
+                      help="address and port of process 0, which every process connects to")
+    dist.add_argument("--num-processes", type=int, default=None, metavar="N",
+                      help="number of processes in the run")
+    dist.add_argument("--process-id", type=int, default=None, metavar="I",
+                      help="this process's index, 0 to N-1 (0 writes logs, metrics and the model)")
     for title, options in _OVERRIDES:
         group = parser.add_argument_group(title)
         for flag, field, kind, text in options:
@@ -219,6 +251,19 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     return base.override(**given)
 
 
+def _start_processes(args):
+    """jax.distributed for a multi-process run; then only process 0 logs below warnings."""
+    from nanoaf2_jax.training.distributed import initialize
+
+    if args.print_config:
+        return
+    if initialize(args.coordinator, args.num_processes, args.process_id):
+        import jax
+
+        if jax.process_index() != 0:
+            logging.getLogger().setLevel(logging.WARNING)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -229,6 +274,7 @@ def main(argv=None) -> int:
     from nanoaf2_jax.training.trainer import RunOptions, train
 
     try:
+        _start_processes(args)
         config = resolve_config(args)
         if args.print_config:
             print(config.to_json())

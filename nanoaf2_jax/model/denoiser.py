@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from .layers import GELU, LayerNorm, Linear, fused_linear, key_mask_bias, run_sequential, split_heads
+from .layers import GELU, LayerNorm, Linear, fused_linear, key_mask_bias, run_sequential, softmax, split_heads
 from ..geometry.rigid import Rigid, axis_angle_to_rotation, compose, quaternion_update_to_rotation
 
 
@@ -74,7 +74,7 @@ class DiffusionTransformerBlock(nn.Module):
         h = self.adaln1(x, time_cond)
         q, k, v = (split_heads(x, self.n_heads) for x in fused_linear(h, (self.to_q, self.to_k, self.to_v)))
         logits = jnp.einsum("bihd,bjhd->bhij", q, k) / ((self.c_atom // self.n_heads) ** 0.5)
-        attn = jax.nn.softmax(logits + attn_bias, axis=-1)
+        attn = softmax(logits + attn_bias, axis=-1)
         out = jnp.einsum("bhij,bjhd->bihd", attn, v).reshape(x.shape)
         x = x + self.to_out(out)
         return x + run_sequential(self.ffn, self.adaln2(x, time_cond))
@@ -116,7 +116,9 @@ class DiffusionModule(nn.Module):
         time_cond = run_sequential(self.time_mlp, self.time_embed(t))
         for block, bias in zip(self.blocks, cond.attn_bias):
             h = block.attend(h, bias, time_cond)
-        correction = self.output_proj(h)
+        # In the frames' dtype: under mixed precision h is bfloat16, while the frames (and their
+        # composition with the update) stay float32.
+        correction = self.output_proj(h).astype(noisy.trans.dtype)
         if self.rotation_update == "quaternion":
             rot = quaternion_update_to_rotation(correction[..., :3])
         else:

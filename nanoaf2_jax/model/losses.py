@@ -10,10 +10,14 @@ FAPE_CLAMP = 10.0
 PLDDT_DISTANCE_SCALE = 15.0
 
 
-def _masked_mean(values, weights):
+def _masked_mean(values, weights, total=None):
     """sum(values·w) / max(sum(w), 1): the reference's normalisation for masked losses, summed
-    pairwise so that float32 losses over B·L·L terms are as accurate on every CPU."""
-    return pairwise_sum(values * weights) / jnp.maximum(pairwise_sum(weights), 1.0)
+    pairwise so that float32 losses over B·L·L terms are as accurate on every CPU.
+
+    total: sum(w) of a larger batch this one is part of (gradient accumulation: each
+    micro-batch divides by the whole batch's weight, so the parts add up to its mean)."""
+    denominator = pairwise_sum(weights) if total is None else total
+    return pairwise_sum(values * weights) / jnp.maximum(denominator, 1.0)
 
 
 def _local_points(frames: Rigid, points):
@@ -22,7 +26,8 @@ def _local_points(frames: Rigid, points):
     return jnp.einsum("bfji,bfaj->bfai", frames.rots, delta)
 
 
-def fape(pred_frames: Rigid, true_frames: Rigid, pred_ca, true_ca, mask=None, clamp=FAPE_CLAMP):
+def fape(pred_frames: Rigid, true_frames: Rigid, pred_ca, true_ca, mask=None, clamp=FAPE_CLAMP,
+         total=None):
     """Frame Aligned Point Error on CA atoms, clamped per (frame, atom) pair.
 
     Invariant to a global rigid motion of either structure: both sides are compared in their
@@ -35,16 +40,17 @@ def fape(pred_frames: Rigid, true_frames: Rigid, pred_ca, true_ca, mask=None, cl
     if mask is None:
         return pairwise_mean(error)
     m = mask.astype(error.dtype)
-    return _masked_mean(error, m[:, :, None] * m[:, None, :])
+    return _masked_mean(error, m[:, :, None] * m[:, None, :], total)
 
 
-def frame_loss(pred_frames: Rigid, true_frames: Rigid, mask=None):
-    """(translation MSE summed over xyz, squared geodesic rotation angle), masked means."""
+def frame_loss(pred_frames: Rigid, true_frames: Rigid, mask=None, total=None):
+    """(translation MSE summed over xyz, squared geodesic rotation angle), masked means
+    (total: see _masked_mean)."""
     m = jnp.ones(pred_frames.trans.shape[:-1], pred_frames.trans.dtype) if mask is None else mask
     m = m.astype(pred_frames.trans.dtype)
     trans_sq = jnp.sum((pred_frames.trans - true_frames.trans) ** 2, axis=-1)
     angle, _ = rotation_angle_between(pred_frames.rots, true_frames.rots)
-    return _masked_mean(trans_sq, m), _masked_mean(angle**2, m)
+    return _masked_mean(trans_sq, m, total), _masked_mean(angle**2, m, total)
 
 
 def plddt_targets(pred_ca, true_ca, num_bins):
@@ -54,14 +60,14 @@ def plddt_targets(pred_ca, true_ca, num_bins):
     return jnp.clip(jnp.floor(lddt * (num_bins - 1)).astype(jnp.int32), 0, num_bins - 1)
 
 
-def plddt_loss(logits, pred_ca, true_ca, mask=None):
+def plddt_loss(logits, pred_ca, true_ca, mask=None, total=None):
     """Cross-entropy of the pLDDT head against binned targets; no gradient into pred_ca."""
     targets = plddt_targets(jax.lax.stop_gradient(pred_ca), true_ca, logits.shape[-1])
     logp = jax.nn.log_softmax(logits, axis=-1)
     nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
     if mask is None:
         return pairwise_mean(nll)
-    return _masked_mean(nll, mask.astype(nll.dtype))
+    return _masked_mean(nll, mask.astype(nll.dtype), total)
 
 
 def plddt_from_logits(logits):

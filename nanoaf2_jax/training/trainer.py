@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import jax
+import numpy as np
 from tqdm import tqdm
 
 from ..data.batching import BatchPlan, filter_by_length
@@ -29,10 +30,12 @@ from ..data.download import RCSB_DOWNLOAD_URL, ensure_pdb_files
 from ..data.structures import Protein, load_dataset, parse_structure
 from ..model.alphafold2 import count_parameters
 from ..model.convert import params_to_state_dict, save_state_dict
-from .metrics_log import METRICS_FILE, TENSORBOARD_DIR, MetricsLog, StepMetrics
+from .metrics_log import METRICS_FILE, TENSORBOARD_DIR, MetricsLog, NullMetricsLog, StepMetrics
+from .mixed_precision import compute_dtype_of
+from .parallel import DataParallel, make_parallel_train_step
 from .run_state import RunState, dataset_fingerprint
 from .train_config import TrainConfig, TrainingError
-from .train_step import lr_schedule, make_keyed_train_step, make_optimizer
+from .train_step import lr_schedule, make_optimizer
 
 _LOG = logging.getLogger("nanoaf2_jax.train")
 
@@ -100,7 +103,12 @@ class _Run:
         self.out = Path(config.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.proteins = proteins
-        self.plan = BatchPlan(proteins, config.batch_size, config.pad_to, config.buckets)
+        # Every device of every process (parallel.py); batch_size is the global batch.
+        self.parallel = DataParallel()
+        self.parallel.check_batch_size(config.batch_size)
+        # One optimiser step takes grad_accum batches' worth of proteins, split inside the step.
+        self.plan = BatchPlan(proteins, config.batch_size * config.grad_accum, config.pad_to,
+                              config.buckets)
         self.fingerprint = dataset_fingerprint(proteins)
         self.spe = self.plan.steps_per_epoch
         self.total_steps = self.spe * config.epochs
@@ -108,10 +116,15 @@ class _Run:
             self.total_steps, options.max_steps)
         optim = config.optimisation.optim_config(self.total_steps)
         self.optimizer = make_optimizer(optim)
-        self.step_fn = make_keyed_train_step(config.model, self.optimizer,
-                                             attention_mask=config.attention_mask, donate=True)
+        self.step_fn = make_parallel_train_step(
+            config.model, self.optimizer, self.parallel, attention_mask=config.attention_mask,
+            grad_accum=config.grad_accum, compute_dtype=compute_dtype_of(config.precision),
+            donate=True)
         self.state = RunState(config, self.optimizer, self.fingerprint, self.spe, self.total_steps,
-                              self.out, log)
+                              self.out, log, parallel=self.parallel)
+        # Only the first process writes logs, metrics and the exported model; every process
+        # takes part in the steps and in orbax's checkpoints.
+        self.primary = jax.process_index() == 0
         self.metrics = StepMetrics(config.log_every, lr_schedule(optim), log)
         self.shapes: set = set()
 
@@ -126,10 +139,15 @@ class _Run:
         log.info("%d epochs = %d steps; attention mask %s; padding: %s", cfg.epochs,
                  self.total_steps, "on" if cfg.attention_mask else "off (reference)",
                  f"to {cfg.pad_to}" if cfg.pad_to else f"buckets {cfg.buckets}")
+        log.info("%s; batch %d x %d accumulated; precision %s", self.parallel.describe(),
+                 cfg.batch_size, cfg.grad_accum, cfg.precision)
         if step < self.stop_step:
             self.compile_all(params, opt_state, train_key)
-        metrics_log = MetricsLog(self.out / METRICS_FILE, step, log,
-                                 tensorboard_dir=self.out / TENSORBOARD_DIR if cfg.tensorboard else None)
+        if self.primary:
+            metrics_log = MetricsLog(self.out / METRICS_FILE, step, log,
+                                     tensorboard_dir=self.out / TENSORBOARD_DIR if cfg.tensorboard else None)
+        else:
+            metrics_log = NullMetricsLog(self.out / METRICS_FILE)
         progress = self.options.progress
         if progress is None:
             progress = sys.stderr.isatty()
@@ -146,7 +164,7 @@ class _Run:
             metrics_log.close()
             self.state.close()
         final = None
-        if step >= self.total_steps:
+        if step >= self.total_steps and self.primary:
             final = self.export(params)
         else:
             log.info("stopped at step %d of %d (--max-steps); continue with --resume", step,
@@ -167,8 +185,8 @@ class _Run:
         fails now rather than hours in."""
         start = time.perf_counter()
         for _, length in self.plan.shapes:
-            example = self.plan.empty_batch(length)
-            self.step_fn.lower(params, opt_state, example, train_key).compile()
+            example = self.parallel.put_batch(self.plan.empty_batch(length))
+            self.step_fn.lower(params, opt_state, example, train_key, np.int32(0)).compile()
         self.log.info("compiled the train step for %d batch shape(s) in %.1f s",
                       len(self.plan.shapes), time.perf_counter() - start)
 
@@ -181,10 +199,11 @@ class _Run:
             for indices in order[offset:]:
                 if step >= self.stop_step:
                     break
-                batch = self.plan.batch(indices)
+                batch = self.parallel.put_batch(self.plan.batch(indices))
                 self.shapes.add(batch["sequence"].shape)
-                key = jax.random.fold_in(train_key, step)
-                params, opt_state, metrics = self.step_fn(params, opt_state, batch, key)
+                # The step's key is fold_in(train_key, step), taken inside the step.
+                params, opt_state, metrics = self.step_fn(params, opt_state, batch, train_key,
+                                                          np.int32(step))
                 step += 1
                 self.metrics.add(step, epoch_index + 1, metrics)
                 bar.update(1)
@@ -205,10 +224,12 @@ class _Run:
     def evaluate(self, params, step, metrics_log, bar):
         """Sample and score with the current weights; the record goes beside the step metrics."""
         evaluator = self.options.evaluator
-        if evaluator is None:
+        if evaluator is None or not self.primary:
             return
         self.metrics.fetch(metrics_log, bar, self.state.last_checkpoint)  # keep the file in order
         epoch = step // self.spe
+        if jax.process_count() > 1:  # sample on this process alone, from a host copy
+            params = jax.device_get(params)
         record = evaluator(params, self.config.model, self.proteins, step, epoch)
         metrics_log.write({"step": step, "epoch": epoch, **record, "time": time.time()})
         if "eval/train/ca_rmsd_mean" in record:
