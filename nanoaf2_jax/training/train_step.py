@@ -186,9 +186,11 @@ def train_step(params, opt_state, batch, noise: TrainNoise, *, config, optimizer
     return params, opt_state, metrics
 
 
-def make_train_step(config: ModelConfig, optimizer, attention_mask: bool = False, donate: bool = True):
+def make_train_step(config: ModelConfig, optimizer, attention_mask: bool = False, donate: bool = True,
+                    compute_dtype=None):
     """jit(train_step) with noise given explicitly: (params, opt_state, batch, noise)."""
-    fn = functools.partial(train_step, config=config, optimizer=optimizer, attention_mask=attention_mask)
+    fn = functools.partial(train_step, config=config, optimizer=optimizer, attention_mask=attention_mask,
+                           compute_dtype=compute_dtype)
     return jax.jit(fn, donate_argnums=(0, 1) if donate else ())
 
 
