@@ -190,3 +190,20 @@ def test_bf16_tracks_float32_and_keeps_float32_parameters(tmp_path):
     finally:
         ckpt.close()
     assert {np.asarray(x).dtype for x in jax.tree_util.tree_leaves(params)} == {np.dtype(np.float32)}
+
+
+def test_jax_distributed_starts_only_under_a_launcher_or_when_asked():
+    from nanoaf2_jax.training.distributed import initialize, launcher_detected
+    from nanoaf2_jax.training.train_config import ConfigError
+
+    assert not launcher_detected({})
+    assert not launcher_detected({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "4"})  # sbatch, no srun step
+    assert not launcher_detected({"SLURM_STEP_ID": "0", "SLURM_NTASKS": "1"})  # srun, one task
+    assert launcher_detected({"SLURM_STEP_ID": "0", "SLURM_NTASKS": "4"})
+    assert launcher_detected({"OMPI_COMM_WORLD_SIZE": "2"})
+    assert launcher_detected({"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"})
+    assert initialize(environ={}) is False  # a plain single-process run starts nothing
+    with pytest.raises(ConfigError, match="ADDRESS:PORT"):
+        initialize("localhost", 2, 0, environ={})
+    with pytest.raises(ConfigError, match="process-id"):
+        initialize("localhost:1", 2, 2, environ={})
