@@ -87,6 +87,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     lengths = args.lengths or (QUICK_LENGTHS if args.quick else DEFAULT_LENGTHS)
     repeats = args.repeats or (2 if args.quick else 5)
+    if "float32" not in args.precisions:  # the table and the ratios are relative to float32
+        args.precisions = ["float32", *args.precisions]
     set_matmul_precision(args.matmul_precision)
     config = ModelConfig()
     machine = machine_description()

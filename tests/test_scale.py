@@ -17,7 +17,6 @@ global one, noise that depends on the split, a micro-batch dropped) moves the lo
 and the parameters by ~1e-2 per step.
 """
 
-import os
 import socket
 import subprocess
 

@@ -24,7 +24,6 @@ batch (the data order is seeded) and transfers only the rows of its own devices
 
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp
