@@ -20,6 +20,7 @@ from nanoaf2_jax.data.download import RCSB_DOWNLOAD_URL, DownloadError, validate
 from nanoaf2_jax.data.structures import StructureError
 from nanoaf2_jax.model import model_config
 from nanoaf2_jax.model.precision import add_matmul_precision_argument, set_matmul_precision
+from nanoaf2_jax.training.mixed_precision import PRECISIONS
 from nanoaf2_jax.training.train_config import LOADERS, ConfigError, TrainConfig, TrainingError
 
 # (flag, config field, type, help). The field is TrainConfig's, ModelConfig's or Optimisation's.
@@ -100,6 +101,15 @@ _OVERRIDES = [
         ("--trans-weight", "trans_weight", float, "translation loss weight"),
         ("--rot-weight", "rot_weight", float, "rotation loss weight"),
         ("--plddt-weight", "plddt_weight", float, "pLDDT loss weight"),
+    ]),
+    ("Scale (docs/distributed.md)", [
+        ("--grad-accum", "grad_accum", int,
+         "accumulate the gradients of K batches per optimiser step: effective batch K × "
+         "--batch-size at the memory of one (--batch-size is the global batch, split over every "
+         "device and must divide by their number)"),
+        ("--precision", "precision", "precision",
+         "float32, or bf16: matrix products and activations in bfloat16 on float32 parameters, "
+         "optimiser state, LayerNorm statistics, softmaxes and losses"),
     ]),
     ("Diffusion", [
         ("--center-coords", "center_coords", "bool",
@@ -206,7 +216,8 @@ _CHOICES = {"rotation_noise": model_config.ROTATION_NOISES,
             "fape_atoms": model_config.FAPE_ATOMS,
             "plddt_head": model_config.PLDDT_HEADS,
             "plddt_target": model_config.PLDDT_TARGETS,
-            "loader": LOADERS}
+            "loader": LOADERS,
+            "precision": PRECISIONS}
 _TYPES = {"ids": _pdb_ids, "optional_int": _optional_int, "optional_float": _optional_float,
           "buckets": _buckets,
           **{name: _choice(name.replace("_", " "), allowed) for name, allowed in _CHOICES.items()}}
@@ -242,6 +253,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="never download; fail if a --pdb-ids file is missing")
     run.add_argument("--print-config", action="store_true",
                      help="print the resulting config as JSON and exit")
+    dist = parser.add_argument_group(
+        "Processes (jax.distributed; docs/distributed.md)",
+        "Every process runs this same command with its own --process-id. Without these flags a "
+        "run under srun (SLURM, several tasks), mpirun or with JAX_COORDINATOR_ADDRESS set "
+        "starts jax.distributed from that environment; otherwise it is one process using every "
+        "local device.")
+    dist.add_argument("--coordinator", default=None, metavar="ADDR:PORT",
+                      help="address and port of process 0, which every process connects to")
+    dist.add_argument("--num-processes", type=int, default=None, metavar="N",
+                      help="number of processes in the run")
+    dist.add_argument("--process-id", type=int, default=None, metavar="I",
+                      help="this process's index, 0 to N-1 (0 writes logs, metrics and the model)")
     for title, options in _OVERRIDES:
         group = parser.add_argument_group(title)
         for flag, field, kind, text in options:
@@ -273,6 +296,19 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     return base.override(**given)
 
 
+def _start_processes(args):
+    """jax.distributed for a multi-process run; then only process 0 logs below warnings."""
+    from nanoaf2_jax.training.distributed import initialize
+
+    if args.print_config:
+        return
+    if initialize(args.coordinator, args.num_processes, args.process_id):
+        import jax
+
+        if jax.process_index() != 0:
+            logging.getLogger().setLevel(logging.WARNING)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -283,6 +319,7 @@ def main(argv=None) -> int:
     from nanoaf2_jax.training.trainer import RunOptions, train
 
     try:
+        _start_processes(args)
         config = resolve_config(args)
         if args.print_config:
             print(config.to_json())

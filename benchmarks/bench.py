@@ -56,6 +56,7 @@ from nanoaf2_jax.inference.sampling import NUM_SAMPLE_STEPS  # noqa: E402
 from nanoaf2_jax.model.alphafold2 import count_parameters, init_params  # noqa: E402
 from nanoaf2_jax.model.model_config import ModelConfig  # noqa: E402
 from nanoaf2_jax.model.precision import add_matmul_precision_argument, set_matmul_precision  # noqa: E402
+from nanoaf2_jax.training.mixed_precision import PRECISIONS, compute_dtype_of  # noqa: E402
 
 DEFAULT_LENGTHS = (32, 64, 128, 200, 256)
 QUICK_LENGTHS = (32, 64)
@@ -73,6 +74,10 @@ def build_parser():
     p.add_argument("--skip-trunk", action="store_true")
     p.add_argument("--attention-mask", action="store_true",
                    help="time the train step with padding masked out of attention (our default recipe)")
+    p.add_argument("--precisions", nargs="+", choices=list(PRECISIONS), default=["float32"],
+                   help="time the train step in each (train.py --precision); with float32 and bf16, "
+                        "the table gains the bf16 step time and its speed-up over float32 "
+                        "(trunk and sampling stay float32)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="output folder")
     add_matmul_precision_argument(p)
     return p
@@ -82,6 +87,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     lengths = args.lengths or (QUICK_LENGTHS if args.quick else DEFAULT_LENGTHS)
     repeats = args.repeats or (2 if args.quick else 5)
+    if "float32" not in args.precisions:  # the table and the ratios are relative to float32
+        args.precisions = ["float32", *args.precisions]
     set_matmul_precision(args.matmul_precision)
     config = ModelConfig()
     machine = machine_description()
@@ -91,10 +98,21 @@ def main(argv=None) -> int:
     print(f"float32 matmul peak ({GEMM_SIZE}^3): {peak['flops_per_s'] / 1e9:.1f} GFLOP/s", flush=True)
     result = {"machine": machine, "config": config.to_dict(), "parameters": count_parameters(
         jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))), "repeats": repeats,
-        "attention_mask": args.attention_mask, "matmul_precision": args.matmul_precision, "num_steps": args.num_steps, "gemm": peak, "lengths": {}}
+        "attention_mask": args.attention_mask, "matmul_precision": args.matmul_precision, "num_steps": args.num_steps, "gemm": peak,
+        "precisions": args.precisions, "lengths": {}}
     for L in lengths:
         r = {}
-        r["train_step"] = bench_train_step(config, L, repeats, args.attention_mask)
+        for precision in args.precisions:
+            key = "train_step" if precision == "float32" else f"train_step_{precision}"
+            r[key] = bench_train_step(config, L, repeats, args.attention_mask, compute_dtype_of(precision))
+            if key != "train_step":
+                t = r[key]
+                ratio = (f", {r['train_step']['median_s'] / t['median_s']:.2f}x float32"
+                         if "train_step" in r else "")
+                print(f"L={L}: train step {precision} {t['median_s']:.3f} s (compile {t['compile_s']:.1f} s"
+                      f"{ratio})", flush=True)
+        if "train_step" not in r:
+            continue
         tr = r["train_step"]
         rate = tr["flops"] / tr["median_s"] if tr["flops"] else None
         print(f"L={L}: train step {tr['median_s']:.3f} s (compile {tr['compile_s']:.1f} s, "

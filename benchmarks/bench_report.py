@@ -13,6 +13,26 @@ def _s(x):
     return f"{x:.3f}" if x < 10 else f"{x:.1f}"
 
 
+def _precision_table(result: dict) -> list[str]:
+    """Train step per precision (bench.py --precisions float32 bf16), same run, same lengths."""
+    others = [p for p in result.get("precisions", ["float32"]) if p != "float32"]
+    if not others:
+        return []
+    head = "| L | float32 step (s) | " + " | ".join(f"{p} step (s) | {p} compile (s) | float32 / {p}" for p in others) + " |"
+    lines = ["", "Train step by precision (`--precision`; parameters, optimiser state, LayerNorm statistics, "
+             "softmax and losses stay float32):", "", head,
+             "|---:|---:|" + "---:|---:|---:|" * len(others)]
+    for L, r in result["lengths"].items():
+        f32 = r.get("train_step", {}).get("median_s")
+        cells = [f"| {L} | {_s(f32)} |"]
+        for p in others:
+            t = r[f"train_step_{p}"]
+            ratio = f"{f32 / t['median_s']:.2f}×" if f32 else "–"
+            cells.append(f" {_s(t['median_s'])} | {_s(t['compile_s'])} | {ratio} |")
+        lines.append("".join(cells))
+    return lines
+
+
 def markdown(result: dict) -> str:
     m = result["machine"]
     peak = result["gemm"]
@@ -45,6 +65,7 @@ def markdown(result: dict) -> str:
             f"{_s(s1.get('median_s'))} | {_s(s8.get('median_s'))} | {per} | "
             f"{_s(s1.get('compile_s'))}/{_s(s8.get('compile_s'))} |"
         )
+    lines += _precision_table(result)
     lines += [
         "",
         "GFLOP/step: XLA's count (cost_analysis()['flops']) for the train step lowered with the triangular "

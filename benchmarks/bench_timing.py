@@ -66,13 +66,15 @@ def synthetic_batch(length: int, seed: int = 0) -> dict:
     }
 
 
-def bench_train_step(config, length, repeats, attention_mask) -> dict:
+def bench_train_step(config, length, repeats, attention_mask, compute_dtype=None) -> dict:
+    """compute_dtype: None (float32) or jnp.bfloat16 (train.py --precision bf16)."""
     params = init_params(config, jax.random.PRNGKey(0))
     optimizer = make_optimizer(OptimConfig())
     opt_state = optimizer.init(params)
     batch = synthetic_batch(length)
     noise = draw_train_noise(jax.random.PRNGKey(1), 1, length)
-    step = make_train_step(config, optimizer, attention_mask=attention_mask)  # donates params, opt_state
+    step = make_train_step(config, optimizer, attention_mask=attention_mask,
+                           compute_dtype=compute_dtype)  # donates params, opt_state
     compiled, compile_s = compile_timed(step, params, opt_state, batch, noise)
     state = {"params": params, "opt_state": opt_state}
 
@@ -89,7 +91,8 @@ def bench_train_step(config, length, repeats, attention_mask) -> dict:
     saved = pairformer.ROW_CHUNK_BYTES
     pairformer.ROW_CHUNK_BYTES = 2**62
     try:
-        unchunked = make_train_step(config, optimizer, attention_mask=attention_mask, donate=False)
+        unchunked = make_train_step(config, optimizer, attention_mask=attention_mask, donate=False,
+                                    compute_dtype=compute_dtype)
         flops = xla_flops(unchunked.lower(params_shape(config), opt_state_shape(optimizer, config), batch, noise))
     finally:
         pairformer.ROW_CHUNK_BYTES = saved

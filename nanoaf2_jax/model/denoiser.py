@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from .layers import GELU, LayerNorm, Linear, ReLU, fused_linear, key_mask_bias, run_sequential, split_heads
+from .layers import (GELU, LayerNorm, Linear, ReLU, fused_linear, key_mask_bias, run_sequential, softmax,
+                     split_heads)
 from ..geometry.rigid import (Rigid, axis_angle_to_rotation, ca_trace_rotations, compose,
                               local_neighbour_vectors, quaternion_update_to_rotation, rotate)
 
@@ -76,7 +77,7 @@ class DiffusionTransformerBlock(nn.Module):
         h = self.adaln1(x, time_cond)
         q, k, v = (split_heads(x, self.n_heads) for x in fused_linear(h, (self.to_q, self.to_k, self.to_v)))
         logits = jnp.einsum("bihd,bjhd->bhij", q, k) / ((self.c_atom // self.n_heads) ** 0.5)
-        attn = jax.nn.softmax(logits + attn_bias, axis=-1)
+        attn = softmax(logits + attn_bias, axis=-1)
         out = jnp.einsum("bhij,bjhd->bihd", attn, v).reshape(x.shape)
         x = x + self.to_out(out)
         return x + run_sequential(self.ffn, self.adaln2(x, time_cond))
@@ -134,7 +135,9 @@ class DiffusionModule(nn.Module):
         time_cond = run_sequential(self.time_mlp, self.time_embed(t))
         for block, bias in zip(self.blocks, cond.attn_bias):
             h = block.attend(h, bias, time_cond)
-        correction = self.output_proj(h)
+        # In the frames' dtype: under mixed precision h is bfloat16, while the frames (and their
+        # composition with the update) stay float32.
+        correction = self.output_proj(h).astype(noisy.trans.dtype)
         to_rotation = (quaternion_update_to_rotation if self.rotation_update == "quaternion"
                        else axis_angle_to_rotation)
         if (self.translation_update, self.rotation_base, self.rotation_head) == ("local", "noisy", "output_proj"):
@@ -153,7 +156,7 @@ class DiffusionModule(nn.Module):
         if self.rotation_head == "local_geometry":
             vectors, flags = local_neighbour_vectors(jax.lax.stop_gradient(trans), base, cond.mask)
             features = jnp.concatenate([self.rotation_norm(jax.lax.stop_gradient(h)), vectors, flags], axis=-1)
-            rot_vec = run_sequential(self.rotation_mlp, features)
+            rot_vec = run_sequential(self.rotation_mlp, features).astype(noisy.trans.dtype)
         else:
             rot_vec = correction[..., :3]
         return Rigid(base @ to_rotation(rot_vec), trans)

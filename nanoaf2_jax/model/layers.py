@@ -86,9 +86,19 @@ class Linear(nn.Module):
         return _add_bias(matmul_last(x, kernel), bias)
 
 
+def compute_dtype(x, kernel):
+    """The dtype a product of x and a weight runs in: the promoted one (float32, or float64 under
+    x64: the parity runs), except that a bfloat16 weight makes it bfloat16 whatever the input.
+    Mixed precision (training/mixed_precision.py) casts the float32 parameters to bfloat16, and
+    float32 inputs (noisy frames, time embeddings) must not promote the product back."""
+    if kernel.dtype == jnp.bfloat16:
+        return kernel.dtype
+    return jnp.result_type(x, kernel)
+
+
 def matmul_last(x, kernel):
-    """x [..., in] · kernel [in, out] as one 2-D matrix product, in the promoted dtype."""
-    dtype = jnp.result_type(x, kernel)
+    """x [..., in] · kernel [in, out] as one 2-D matrix product, in compute_dtype."""
+    dtype = compute_dtype(x, kernel)
     out = jnp.dot(x.reshape(-1, x.shape[-1]).astype(dtype), kernel.astype(dtype))
     return out.reshape(*x.shape[:-1], kernel.shape[-1])
 
@@ -147,7 +157,10 @@ layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
 
 
 class LayerNorm(nn.Module):
-    """torch.nn.LayerNorm: eps 1e-5, biased variance computed from centred values."""
+    """torch.nn.LayerNorm: eps 1e-5, biased variance computed from centred values.
+
+    A bfloat16 input (mixed precision) is normalised in float32, its mean and variance included,
+    and the result returned in bfloat16: bfloat16's 8-bit mantissa cannot hold a variance."""
 
     eps: float = 1e-5
 
@@ -156,7 +169,18 @@ class LayerNorm(nn.Module):
         dim = x.shape[-1]
         scale = self.param("scale", nn.initializers.ones, (dim,))
         bias = self.param("bias", nn.initializers.zeros, (dim,))
+        if x.dtype == jnp.bfloat16:
+            f32 = jnp.float32
+            return layer_norm(x.astype(f32), scale.astype(f32), bias.astype(f32), self.eps).astype(x.dtype)
         return layer_norm(x, scale, bias, self.eps)
+
+
+def softmax(logits, axis=-1):
+    """jax.nn.softmax, computed in float32 for bfloat16 logits (mixed precision: exp and the
+    normalising sum need float32's mantissa) and returned in the logits' dtype."""
+    if logits.dtype == jnp.bfloat16:
+        return jax.nn.softmax(logits.astype(jnp.float32), axis=axis).astype(logits.dtype)
+    return jax.nn.softmax(logits, axis=axis)
 
 
 class GELU(nn.Module):

@@ -10,10 +10,14 @@ FAPE_CLAMP = 10.0
 PLDDT_DISTANCE_SCALE = 15.0
 
 
-def _masked_mean(values, weights):
+def _masked_mean(values, weights, total=None):
     """sum(values·w) / max(sum(w), 1): the reference's normalisation for masked losses, summed
-    pairwise so that float32 losses over B·L·L terms are as accurate on every CPU."""
-    return pairwise_sum(values * weights) / jnp.maximum(pairwise_sum(weights), 1.0)
+    pairwise so that float32 losses over B·L·L terms are as accurate on every CPU.
+
+    total: sum(w) of a larger batch this one is part of (gradient accumulation: each
+    micro-batch divides by the whole batch's weight, so the parts add up to its mean)."""
+    denominator = pairwise_sum(weights) if total is None else total
+    return pairwise_sum(values * weights) / jnp.maximum(denominator, 1.0)
 
 
 def _local_points(frames: Rigid, points):
@@ -23,10 +27,10 @@ def _local_points(frames: Rigid, points):
 
 
 def fape(pred_frames: Rigid, true_frames: Rigid, pred_points, true_points, mask=None,
-         clamp=FAPE_CLAMP, point_mask=None):
+         clamp=FAPE_CLAMP, point_mask=None, total=None):
     """Frame Aligned Point Error of points [B, A, 3] (the reference: the CA atoms, A = L) in
     every frame [B, L], clamped per (frame, point) pair. mask [B, L] marks real frames and, unless
-    point_mask [B, A] is given, real points.
+    point_mask [B, A] is given, real points. total: see _masked_mean.
 
     Invariant to a global rigid motion of either structure: both sides are compared in their
     own local frames.
@@ -39,16 +43,17 @@ def fape(pred_frames: Rigid, true_frames: Rigid, pred_points, true_points, mask=
         return pairwise_mean(error)
     m = mask.astype(error.dtype)
     pm = m if point_mask is None else point_mask.astype(error.dtype)
-    return _masked_mean(error, m[:, :, None] * pm[:, None, :])
+    return _masked_mean(error, m[:, :, None] * pm[:, None, :], total)
 
 
-def frame_loss(pred_frames: Rigid, true_frames: Rigid, mask=None):
-    """(translation MSE summed over xyz, squared geodesic rotation angle), masked means."""
+def frame_loss(pred_frames: Rigid, true_frames: Rigid, mask=None, total=None):
+    """(translation MSE summed over xyz, squared geodesic rotation angle), masked means
+    (total: see _masked_mean)."""
     m = jnp.ones(pred_frames.trans.shape[:-1], pred_frames.trans.dtype) if mask is None else mask
     m = m.astype(pred_frames.trans.dtype)
     trans_sq = jnp.sum((pred_frames.trans - true_frames.trans) ** 2, axis=-1)
     angle, _ = rotation_angle_between(pred_frames.rots, true_frames.rots)
-    return _masked_mean(trans_sq, m), _masked_mean(angle**2, m)
+    return _masked_mean(trans_sq, m, total), _masked_mean(angle**2, m, total)
 
 
 def plddt_targets(pred_ca, true_ca, num_bins):
@@ -87,11 +92,11 @@ def lddt_ca_targets(pred_ca, true_ca, num_bins, mask=None):
     return jnp.clip(jnp.round(lddt * (num_bins - 1)).astype(jnp.int32), 0, num_bins - 1)
 
 
-def plddt_loss(logits, pred_ca, true_ca, mask=None, target="ca_distance"):
+def plddt_loss(logits, pred_ca, true_ca, mask=None, target="ca_distance", total=None):
     """Cross-entropy of the pLDDT head against binned targets; no gradient into pred_ca.
 
     target: "ca_distance" (the reference's clamp(1 - |Δ CA| / 15) on absolute positions) or
-    "lddt_ca" (the prediction's real lDDT-Cα)."""
+    "lddt_ca" (the prediction's real lDDT-Cα). total: see _masked_mean."""
     pred_ca = jax.lax.stop_gradient(pred_ca)
     if target == "lddt_ca":
         targets = lddt_ca_targets(pred_ca, true_ca, logits.shape[-1], mask)
@@ -101,7 +106,7 @@ def plddt_loss(logits, pred_ca, true_ca, mask=None, target="ca_distance"):
     nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
     if mask is None:
         return pairwise_mean(nll)
-    return _masked_mean(nll, mask.astype(nll.dtype))
+    return _masked_mean(nll, mask.astype(nll.dtype), total)
 
 
 def plddt_from_logits(logits):

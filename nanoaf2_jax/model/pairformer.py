@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from .layers import LayerNorm, Linear, ReLU, fused_linear, key_mask_bias, run_sequential, split_heads
+from .layers import (LayerNorm, Linear, ReLU, compute_dtype, fused_linear, key_mask_bias, run_sequential,
+                     softmax, split_heads)
 from ..geometry.residue_constants import NUM_ONE_HOT
 
 RELPOS_CLIP = 32
@@ -78,7 +79,7 @@ class TriangularMultiplicativeUpdate(nn.Module):
         """proj(x) · sigmoid(gate(x)) (· mask), as [c, B, rows, cols] for x [B, rows, cols, d]."""
         B, R, C, d = x.shape
         (wp, bp), (wg, bg) = proj.weights(d), gate.weights(d)
-        dtype = jnp.result_type(x, wp)
+        dtype = compute_dtype(x, wp)
         h = wp.shape[-1]
         kernel = jnp.concatenate([wp, wg], axis=-1).astype(dtype)
         # Both projections as one product, then channel-first ([2h, B·rows·cols]). (Computing the
@@ -114,7 +115,7 @@ def _row_attention_chunk(q, k, v, bias, mask_bias):
     logits = jnp.einsum("bijhd,bikhd->bihjk", q, k) / (q.shape[-1] ** 0.5)
     logits = logits + bias[:, None]
     logits = logits + mask_bias[:, :, None, None, :]
-    attn = jax.nn.softmax(logits, axis=-1)
+    attn = softmax(logits, axis=-1)
     return jnp.einsum("bihjk,bikhd->bijhd", attn, v), attn
 
 
@@ -259,7 +260,7 @@ class AttentionWithPairBias(nn.Module):
         logits = logits + jnp.transpose(self.pair_bias(z), (0, 3, 1, 2))
         if mask is not None:
             logits = logits + key_mask_bias(mask, logits.dtype)[:, None, None, :]
-        attn = jax.nn.softmax(logits, axis=-1)
+        attn = softmax(logits, axis=-1)
         out = jnp.einsum("bhij,bjhd->bihd", attn, v).reshape(single.shape)
         return single + jax.nn.sigmoid(gate) * self.to_out(out)
 

@@ -116,7 +116,8 @@ class TrainCheckpointer:
     def __init__(self, output_dir, keep: int, logger: logging.Logger | None = None):
         self.log = logger or _LOG
         self.dir = checkpoints_dir(output_dir).absolute()
-        self._quarantine_incomplete(Path(output_dir).absolute() / QUARANTINE_SUBDIR)
+        if jax.process_index() == 0:  # one mover in a multi-process run
+            self._quarantine_incomplete(Path(output_dir).absolute() / QUARANTINE_SUBDIR)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=True, enable_async_checkpointing=False,
             cleanup_tmp_directories=True)

@@ -13,7 +13,6 @@ import dataclasses
 import os
 from pathlib import Path
 
-import jax
 
 from ..data.batching import BatchPlan, filter_by_length
 from ..data.cache import SKIPPED, Cache, CacheError, is_cache
@@ -47,17 +46,22 @@ def training_data(config: TrainConfig, options, log, proteins=None) -> TrainingD
             proteins = filter_by_length(proteins, config.min_length, config.max_length, log)
             if not proteins:
                 raise TrainingError("no protein within the configured length range")
-        plan = BatchPlan(proteins, config.batch_size, config.pad_to, config.buckets,
-                         file_numbering=config.file_numbering)
+        # One optimiser step takes grad_accum batches' worth of proteins, split inside the step.
+        plan = BatchPlan(proteins, config.batch_size * config.grad_accum, config.pad_to,
+                         config.buckets, file_numbering=config.file_numbering)
         return TrainingData(plan, proteins, dataset_fingerprint(proteins))
     cache = open_cache(config, options, log)
     try:
         plan = CachedBatches(
-            cache, config.batch_size, config.seed, pad_to=config.pad_to, buckets=config.buckets,
+            cache, config.batch_size * config.grad_accum, config.seed, pad_to=config.pad_to,
+            buckets=config.buckets,
             crop_size=config.crop_size, spatial_crop_fraction=config.spatial_crop_fraction,
             file_numbering=config.file_numbering, min_length=config.min_length,
             max_length=config.max_length, worker_count=config.loader_workers,
-            shard_index=jax.process_index(), shard_count=jax.process_count(),
+            # Every process reads the whole global batch and the mesh (parallel.py) transfers
+            # each process's rows: the loader's own per-process rows (shard_index) are not yet
+            # wired to the sharded step.
+            shard_index=0, shard_count=1,
             batch_tokens=config.batch_tokens)
     except ValueError as err:
         raise TrainingError(str(err)) from None

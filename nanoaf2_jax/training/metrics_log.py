@@ -79,6 +79,20 @@ class MetricsLog:
             self._tb.close()
 
 
+class NullMetricsLog:
+    """MetricsLog's interface, writing nothing: the metrics of processes other than the first
+    in a multi-process run (the first one writes them)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def write(self, record: dict):
+        pass
+
+    def close(self):
+        pass
+
+
 def _record_step(line: str) -> float:
     try:
         return json.loads(line)["step"]

@@ -36,8 +36,9 @@ def saved_config(output_dir) -> TrainConfig:
 
 
 def _check_resumable(config: TrainConfig, meta: dict, fingerprint: list, step_dir: Path):
-    # Through TrainConfig, so that fields added since the checkpoint was written compare as
-    # their defaults (which are the behaviour of the code that wrote it).
+    # Through TrainConfig, so that fields added since the checkpoint was written (the data
+    # pipeline's, grad_accum, precision, ...) compare as their defaults, which is what that run
+    # computed.
     saved, given = TrainConfig.from_dict(meta["config"]).to_dict(), config.to_dict()
     # Directories may have moved; the dataset fingerprint below checks the proteins instead.
     ignored = (*RESUMABLE_CHANGES, "output_dir", "data_dir")
@@ -56,8 +57,11 @@ class RunState:
     """Where a run starts (step 0 or its latest checkpoint) and each checkpoint it saves."""
 
     def __init__(self, config: TrainConfig, optimizer, fingerprint: list, steps_per_epoch: int,
-                 total_steps: int, out: Path, log):
+                 total_steps: int, out: Path, log, parallel=None):
         self.config, self.optimizer, self.log = config, optimizer, log
+        # parallel.DataParallel: params and optimiser state are created (or restored) replicated
+        # over its mesh; None: on the default device.
+        self.parallel = parallel
         self.fingerprint = fingerprint
         self.spe, self.total_steps = steps_per_epoch, total_steps
         self.out = out
@@ -68,7 +72,10 @@ class RunState:
     def initial_state(self, resume: bool):
         """params, opt_state, train_key, data rng (at the start of the epoch holding `step`), step."""
         base_key = jax.random.PRNGKey(self.config.seed)
-        init_key, train_key = jax.random.split(base_key)
+        # Host copies: every process holds the same keys, and a jitted step takes them as
+        # replicated inputs.
+        init_key, train_key = np.asarray(jax.random.split(base_key))
+        replicated = None if self.parallel is None else self.parallel.replicated
         rng = np.random.default_rng(self.config.seed)
 
         def init(key):
@@ -82,12 +89,14 @@ class RunState:
                     f"{self.ckpt.dir} already holds checkpoints (latest: step {latest}): pass "
                     f"--resume to continue that run, or choose another --output-dir")
             # One compiled call: op-by-op initialisation compiles every op separately (slower).
-            params, opt_state = jax.jit(init)(init_key)
+            params, opt_state = jax.jit(init, out_shardings=replicated)(init_key)
             return params, opt_state, train_key, rng, 0
         if latest is None:
             raise TrainingError(f"{self.out}: no complete checkpoint to resume from")
         step_dir = self.ckpt.step_dir(latest)
         params, opt_state = jax.eval_shape(init, init_key)  # shapes only: restored below
+        if self.parallel is not None:
+            params, opt_state = self.parallel.abstract((params, opt_state))
         params, opt_state, meta = self.ckpt.restore(latest, params, opt_state)
         _check_resumable(self.config, meta, self.fingerprint, step_dir)
         rng.bit_generator.state = meta["data_rng_state"]

@@ -14,6 +14,7 @@ import json
 
 from ..data.download import REFERENCE_PDB_IDS, validate_pdb_id
 from ..model.model_config import ModelConfig
+from .mixed_precision import PRECISIONS
 from .train_step import OptimConfig
 
 # Length buckets of the `default` recipe. A protein is padded to the smallest edge >= its length,
@@ -106,10 +107,19 @@ class TrainConfig:
     # A token budget instead of batch_size chains per step: batch_tokens // L chains of padded
     # length L (at least one), so one step holds many short chains or a few long ones. 'grain' only.
     batch_tokens: int | None = None
+    # Scale-out (training/parallel.py, docs/distributed.md). batch_size is the global batch of
+    # one micro-step, split over every device of every process; each optimiser step
+    # accumulates the gradients of grad_accum such batches (effective batch grad_accum ×
+    # batch_size, activation memory of batch_size). 1: no accumulation.
+    grad_accum: int = 1
+    # "float32", or "bf16": matrix products and activations in bfloat16 on float32 parameters,
+    # optimiser state, LayerNorm statistics, softmaxes and losses (training/mixed_precision.py).
+    precision: str = "float32"
 
     def __post_init__(self):
         positive = ("epochs", "batch_size", "min_length", "max_length", "log_every",
-                    "checkpoint_every_epochs", "keep_checkpoints", "eval_steps", "eval_max_proteins")
+                    "checkpoint_every_epochs", "keep_checkpoints", "eval_steps", "eval_max_proteins",
+                    "grad_accum")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -120,6 +130,8 @@ class TrainConfig:
                               f"{self.eval_every_epochs!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.max_length < self.min_length:
             raise ConfigError(f"max_length {self.max_length} is below min_length {self.min_length}")
         if self.pad_to is not None and self.pad_to < self.max_length:

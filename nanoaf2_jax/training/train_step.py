@@ -21,6 +21,7 @@ from ..model.losses import fape, frame_loss, plddt_loss
 from ..model.alphafold2 import AlphaFold2
 from ..geometry.rigid import backbone_from_frames, frames_from_backbone
 from .adamw import adamw_torch
+from .mixed_precision import cast_floating
 
 
 class TrainNoise(NamedTuple):
@@ -43,14 +44,38 @@ def residue_index_of(batch):
     return jnp.broadcast_to(jnp.arange(seq.shape[1]), seq.shape)
 
 
-def loss_fn(params, batch, noise: TrainNoise, config: ModelConfig, attention_mask: bool = False):
+class LossTotals(NamedTuple):
+    """The loss denominators of a whole batch: its real residues and residue pairs."""
+
+    residues: jnp.ndarray
+    pairs: jnp.ndarray
+
+
+def loss_totals(mask) -> LossTotals:
+    """Denominators of the masked means over `mask` [B, L] (those of losses.py's _masked_mean)."""
+    m = mask.astype(jnp.float32)
+    n = jnp.sum(m, axis=-1)
+    return LossTotals(jnp.sum(m), jnp.sum(n * n))
+
+
+def loss_fn(params, batch, noise: TrainNoise, config: ModelConfig, attention_mask: bool = False,
+            totals: LossTotals | None = None, compute_dtype=None):
     """Total loss and its components for one batch.
 
     batch: sequence [B, L] int, mask [B, L] bool, coords_N/CA/C [B, L, 3].
     attention_mask: exclude padding from attention and triangular updates (our default recipe);
     False computes exactly the reference (padding only excluded from the losses).
+    totals: the denominators of a larger batch this one is a part of (gradient accumulation:
+    the parts' losses then add up to the whole batch's); None: this batch's own.
+    compute_dtype: bfloat16 runs the model in bfloat16 on a cast copy of the float32 params
+    (mixed_precision.py); the losses stay float32. None: the params' dtype.
     """
     model = AlphaFold2(config)
+    params = cast_floating(params, compute_dtype)
+    if totals is None:
+        res_total = pair_total = None
+    else:
+        res_total, pair_total = (x.astype(batch["coords_CA"].dtype) for x in totals)
     mask = batch["mask"]
     model_mask = mask if attention_mask else None
     true_frames = frames_from_backbone(batch["coords_N"], batch["coords_CA"], batch["coords_C"])
@@ -72,7 +97,8 @@ def loss_fn(params, batch, noise: TrainNoise, config: ModelConfig, attention_mas
         return pred, pred_a, m.plddt_logits(single, pair, pred_a.trans, mask)
 
     pred, pred_a, logits = nn_apply(model, params, run)
-    trans, rot = frame_loss(pred, diff_frames, mask)
+    logits = logits.astype(pred.trans.dtype)  # bfloat16 under mixed precision; losses in float32
+    trans, rot = frame_loss(pred, diff_frames, mask, res_total)
     true_a = to_diffusion_space(true_frames, mask, config.center_coords, 1.0) if shift else true_frames
     _, pred_ca, _ = backbone_from_frames(pred_a)
     true_ca = true_a.trans if shift else batch["coords_CA"]
@@ -81,10 +107,11 @@ def loss_fn(params, batch, noise: TrainNoise, config: ModelConfig, attention_mas
         # geometry, so the native frames' ideal atoms are the target it can reach.
         pred_pts = jnp.concatenate(backbone_from_frames(pred_a), axis=1)
         true_pts = jnp.concatenate(backbone_from_frames(true_a), axis=1)
-        fape_l = fape(pred_a, true_a, pred_pts, true_pts, mask, point_mask=jnp.tile(mask, (1, 3)))
+        fape_l = fape(pred_a, true_a, pred_pts, true_pts, mask, point_mask=jnp.tile(mask, (1, 3)),
+                      total=None if pair_total is None else 3 * pair_total)
     else:
-        fape_l = fape(pred_a, true_a, pred_ca, true_ca, mask)
-    plddt_l = plddt_loss(logits, pred_ca, true_ca, mask, config.plddt_target)
+        fape_l = fape(pred_a, true_a, pred_ca, true_ca, mask, total=pair_total)
+    plddt_l = plddt_loss(logits, pred_ca, true_ca, mask, config.plddt_target, res_total)
     total = (
         config.trans_weight * trans + config.rot_weight * rot + config.fape_weight * fape_l + config.plddt_weight * plddt_l
     )
@@ -155,18 +182,22 @@ def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
 # ---------------------------------------------------------------------------------------------
 
 
-def train_step(params, opt_state, batch, noise: TrainNoise, *, config, optimizer, attention_mask=False):
+def train_step(params, opt_state, batch, noise: TrainNoise, *, config, optimizer, attention_mask=False,
+               compute_dtype=None):
     """One optimiser step. Returns (params, opt_state, metrics incl. the pre-clip grad norm)."""
-    grads, metrics = jax.grad(loss_fn, has_aux=True)(params, batch, noise, config, attention_mask)
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(params, batch, noise, config, attention_mask,
+                                                     None, compute_dtype)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     metrics = dict(metrics, grad_norm=optax.global_norm(grads))
     return params, opt_state, metrics
 
 
-def make_train_step(config: ModelConfig, optimizer, attention_mask: bool = False, donate: bool = True):
+def make_train_step(config: ModelConfig, optimizer, attention_mask: bool = False, donate: bool = True,
+                    compute_dtype=None):
     """jit(train_step) with noise given explicitly: (params, opt_state, batch, noise)."""
-    fn = functools.partial(train_step, config=config, optimizer=optimizer, attention_mask=attention_mask)
+    fn = functools.partial(train_step, config=config, optimizer=optimizer, attention_mask=attention_mask,
+                           compute_dtype=compute_dtype)
     return jax.jit(fn, donate_argnums=(0, 1) if donate else ())
 
 

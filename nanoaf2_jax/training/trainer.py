@@ -22,16 +22,19 @@ import time
 from pathlib import Path
 
 import jax
+import numpy as np
 from tqdm import tqdm
 
 from ..data.download import RCSB_DOWNLOAD_URL
 from ..model.alphafold2 import count_parameters
 from ..model.convert import params_to_state_dict, save_state_dict, tensors_beyond_reference
 from .data_source import TrainingData, training_data
-from .metrics_log import METRICS_FILE, TENSORBOARD_DIR, MetricsLog, StepMetrics
+from .metrics_log import METRICS_FILE, TENSORBOARD_DIR, MetricsLog, NullMetricsLog, StepMetrics
+from .mixed_precision import compute_dtype_of
+from .parallel import DataParallel, make_parallel_train_step
 from .run_state import RunState
 from .train_config import TrainConfig, TrainingError
-from .train_step import lr_schedule, make_keyed_train_step, make_optimizer
+from .train_step import lr_schedule, make_optimizer
 
 _LOG = logging.getLogger("nanoaf2_jax.train")
 
@@ -76,7 +79,11 @@ class _Run:
         self.config, self.options, self.log = config, options, log
         self.out = Path(config.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
+        # Every device of every process (parallel.py); batch_size is the global batch.
+        self.parallel = DataParallel()
+        self.parallel.check_batch_size(config.batch_size)
         # The data hook (data_source.py): a BatchPlan in memory, or Grain batches of a cache.
+        # One optimiser step takes grad_accum batches' worth of proteins, split inside the step.
         self.proteins = data.proteins
         self.plan = data.plan
         self.fingerprint = data.fingerprint
@@ -86,10 +93,15 @@ class _Run:
             self.total_steps, options.max_steps)
         optim = config.optimisation.optim_config(self.total_steps)
         self.optimizer = make_optimizer(optim)
-        self.step_fn = make_keyed_train_step(config.model, self.optimizer,
-                                             attention_mask=config.attention_mask, donate=True)
+        self.step_fn = make_parallel_train_step(
+            config.model, self.optimizer, self.parallel, attention_mask=config.attention_mask,
+            grad_accum=config.grad_accum, compute_dtype=compute_dtype_of(config.precision),
+            donate=True)
         self.state = RunState(config, self.optimizer, self.fingerprint, self.spe, self.total_steps,
-                              self.out, log)
+                              self.out, log, parallel=self.parallel)
+        # Only the first process writes logs, metrics and the exported model; every process
+        # takes part in the steps and in orbax's checkpoints.
+        self.primary = jax.process_index() == 0
         self.metrics = StepMetrics(config.log_every, lr_schedule(optim), log)
         self.shapes: set = set()
 
@@ -106,10 +118,15 @@ class _Run:
         log.info("%d epochs = %d steps; attention mask %s; padding: %s", cfg.epochs,
                  self.total_steps, "on" if cfg.attention_mask else "off (reference)",
                  f"to {cfg.pad_to}" if cfg.pad_to else f"buckets {cfg.buckets}")
+        log.info("%s; batch %d x %d accumulated; precision %s", self.parallel.describe(),
+                 cfg.batch_size, cfg.grad_accum, cfg.precision)
         if step < self.stop_step:
             self.compile_all(params, opt_state, train_key)
-        metrics_log = MetricsLog(self.out / METRICS_FILE, step, log,
-                                 tensorboard_dir=self.out / TENSORBOARD_DIR if cfg.tensorboard else None)
+        if self.primary:
+            metrics_log = MetricsLog(self.out / METRICS_FILE, step, log,
+                                     tensorboard_dir=self.out / TENSORBOARD_DIR if cfg.tensorboard else None)
+        else:
+            metrics_log = NullMetricsLog(self.out / METRICS_FILE)
         progress = self.options.progress
         if progress is None:
             progress = sys.stderr.isatty()
@@ -127,7 +144,7 @@ class _Run:
             self.state.close()
             getattr(self.plan, "close", lambda: None)()  # Grain's threads or processes
         final = None
-        if step >= self.total_steps:
+        if step >= self.total_steps and self.primary:
             final = self.export(params)
         else:
             log.info("stopped at step %d of %d (--max-steps); continue with --resume", step,
@@ -148,8 +165,8 @@ class _Run:
         fails now rather than hours in."""
         start = time.perf_counter()
         for _, length in self.plan.shapes:
-            example = self.plan.empty_batch(length)
-            self.step_fn.lower(params, opt_state, example, train_key).compile()
+            example = self.parallel.put_batch(self.plan.empty_batch(length))
+            self.step_fn.lower(params, opt_state, example, train_key, np.int32(0)).compile()
         self.log.info("compiled the train step for %d batch shape(s) in %.1f s",
                       len(self.plan.shapes), time.perf_counter() - start)
 
@@ -162,10 +179,11 @@ class _Run:
             for indices in order[offset:]:
                 if step >= self.stop_step:
                     break
-                batch = self.plan.batch(indices)
+                batch = self.parallel.put_batch(self.plan.batch(indices))
                 self.shapes.add(batch["sequence"].shape)
-                key = jax.random.fold_in(train_key, step)
-                params, opt_state, metrics = self.step_fn(params, opt_state, batch, key)
+                # The step's key is fold_in(train_key, step), taken inside the step.
+                params, opt_state, metrics = self.step_fn(params, opt_state, batch, train_key,
+                                                          np.int32(step))
                 step += 1
                 self.metrics.add(step, epoch_index + 1, metrics)
                 bar.update(1)
@@ -187,10 +205,12 @@ class _Run:
     def evaluate(self, params, step, metrics_log, bar):
         """Sample and score with the current weights; the record goes beside the step metrics."""
         evaluator = self.options.evaluator
-        if evaluator is None:
+        if evaluator is None or not self.primary:
             return
         self.metrics.fetch(metrics_log, bar, self.state.last_checkpoint)  # keep the file in order
         epoch = step // self.spe
+        if jax.process_count() > 1:  # sample on this process alone, from a host copy
+            params = jax.device_get(params)
         record = evaluator(params, self.config.model, self.proteins, step, epoch)
         metrics_log.write({"step": step, "epoch": epoch, **record, "time": time.time()})
         if "eval/train/ca_rmsd_mean" in record:
@@ -203,7 +223,9 @@ class _Run:
         self.log.info("exported the final weights (reference state_dict layout) to %s", path)
         extra = tensors_beyond_reference(self.config.model)
         if extra:
-            heads = sorted({".".join(name.split(".")[:2]) for name in extra})
+            reference_tops = {name.split(".")[0] for name in set(params_to_state_dict(params)) - set(extra)}
+            heads = sorted({".".join(name.split(".")[:2 if name.split(".")[0] in reference_tops else 1])
+                            for name in extra})
             self.log.info("note: %d of its tensors (%s) belong to layers the reference's model does "
                           "not have; the reference loads it with strict=False, without them (and with its "
                           "own layers that they replace left at their initial values)",
