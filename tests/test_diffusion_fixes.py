@@ -75,9 +75,10 @@ def test_fields_are_off_by_default_on_in_the_default_preset_and_fixture_configs_
     assert values(ref) == (False, 1.0, "reference", 1.5, "rodrigues", "local", "noisy",
                            "output_proj", "ca", "single", "ca_distance", None)
     assert MODEL_PRESETS["reference"] == ref
-    assert values(MODEL_PRESETS["default"]) == (True, 0.1, "igso3", 2.0, "rodrigues", "global",
-                                                "noisy", "output_proj", "ca", "structure",
+    assert values(MODEL_PRESETS["default"]) == (True, 0.1, "igso3", 2.0, "quaternion", "global",
+                                                "ca_trace", "output_proj", "ca", "structure",
                                                 "lddt_ca", None)
+    assert MODEL_PRESETS["default"].rot_weight == 0.05 and ref.rot_weight == 0.5
     # A config saved before the fields existed (the fixtures' JSON) is the reference's.
     old = {k: v for k, v in ref.to_dict().items() if k not in NEW_FIELDS}
     assert ModelConfig.from_dict(old) == ref
