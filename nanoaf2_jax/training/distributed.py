@@ -46,3 +46,16 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
                                process_id=process_id)
     return True
+
+
+def barrier(name: str, timeout_s: float = 1800.0) -> None:
+    """Wait until every process of a jax.distributed run gets here (a no-op with one process).
+
+    Why not a collective: the first gloo collective must find every process within 30 s, so a
+    process still preparing data or compiling makes the others fail. The coordination service's
+    barrier waits as long as it is told to."""
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed  # the client jax.distributed.initialize created
+
+    distributed.global_state.client.wait_at_barrier(name, int(timeout_s * 1000))

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..model.alphafold2 import init_params
 from .checkpoint import TrainCheckpointer, checkpoints_dir, latest_complete, read_meta
+from .distributed import barrier
 from .train_config import TrainConfig, TrainingError
 
 # Config fields a resumed run may change: they do not affect what is computed.
@@ -65,6 +66,7 @@ class RunState:
         self.fingerprint = fingerprint
         self.spe, self.total_steps = steps_per_epoch, total_steps
         self.out = out
+        barrier("nanoaf2_jax:checkpointer")  # orbax's first sync is a 30 s gloo collective
         self.ckpt = TrainCheckpointer(out, config.keep_checkpoints, log)
         self.last_checkpoint: Path | None = None
         self.loader_state: dict | None = None  # the data loader's state, when resumed
