@@ -12,6 +12,7 @@ from nanoaf2_jax.data.structures import Protein
 from nanoaf2_jax.inference.structure_io import write_backbone
 
 REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).parent / "fixtures"
 SCHEDULE_STEPS = 200  # every run below: proteins × epochs = 200, so they share one compilation
 
 
@@ -76,3 +77,26 @@ def run_main(main, capsys, *argv):
         rc = exc.code
     out = capsys.readouterr()
     return rc, out.out, out.err
+
+
+# ---------------------------------------------------------------------------------------------
+# The parity checker as a user runs it (tests/test_parity*.py)
+# ---------------------------------------------------------------------------------------------
+
+
+def run_checker(*args):
+    proc = subprocess.run(
+        [sys.executable, "-m", "nanoaf2_jax.parity", *map(str, args)],
+        capture_output=True, text=True, timeout=600,
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def assert_every_key_checked_and_passed(paths, out):
+    for path in paths:
+        with np.load(path) as z:
+            from nanoaf2_jax.reference.parity import is_output_key
+
+            n_out = sum(is_output_key(k) and np.issubdtype(z[k].dtype, np.floating) for k in z.files)
+        assert f"checked {n_out} of {n_out} output float keys" in out, out
+    assert " 0 failed" in out and "FAIL" not in out

@@ -1,37 +1,15 @@
 """The parity checker, run as users run it, on copies of the golden fixtures.
 
-Each run is a subprocess so float32 and float64 (jax_enable_x64) never share a process.
+Each run is a subprocess so float32 and float64 (jax_enable_x64) never share a process. The
+full-size fixture is in test_parity_full_size.py, so that the two test workers share the work.
 """
-
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-FIXTURES = Path(__file__).parent / "fixtures"
+from helpers import FIXTURES, assert_every_key_checked_and_passed, run_checker
+
 GOLDEN = [FIXTURES / "small.npz", FIXTURES / "small_single.npz", FIXTURES / "other_config.npz"]
-# The full 8.8M-parameter model (a subset of its gradient and parameter keys; README there).
-FULL_SIZE = FIXTURES / "full_size.npz"
-
-
-def run_checker(*args):
-    proc = subprocess.run(
-        [sys.executable, "-m", "nanoaf2_jax.parity", *map(str, args)],
-        capture_output=True, text=True, timeout=600,
-    )
-    return proc.returncode, proc.stdout + proc.stderr
-
-
-def assert_every_key_checked_and_passed(paths, out):
-    for path in paths:
-        with np.load(path) as z:
-            from nanoaf2_jax.reference.parity import is_output_key
-
-            n_out = sum(is_output_key(k) and np.issubdtype(z[k].dtype, np.floating) for k in z.files)
-        assert f"checked {n_out} of {n_out} output float keys" in out, out
-    assert " 0 failed" in out and "FAIL" not in out
 
 
 @pytest.mark.parametrize("x64", [False, True], ids=["float32", "float64"])
@@ -39,17 +17,6 @@ def test_golden_fixtures_pass_with_every_key_checked(x64):
     rc, out = run_checker(*GOLDEN, *(["--x64"] if x64 else []))
     assert rc == 0, out
     assert_every_key_checked_and_passed(GOLDEN, out)
-
-
-@pytest.mark.parametrize("x64", [False, True], ids=["float32", "float64"])
-def test_full_size_fixture_passes(x64):
-    """The 8.8M-parameter model. In float32 under the nonsmooth rule: at this size a ReLU
-    pre-activation within rounding of zero is likely somewhere, and which one flips depends on
-    the CPU's kernels (docs/parity.md); every key outside grad/ and train/param/ is held to the
-    golden rule all the same. Float64 keeps the strict 1e-9 bar."""
-    rc, out = run_checker(FULL_SIZE, *(["--x64"] if x64 else ["--rule", "nonsmooth"]))
-    assert rc == 0, out
-    assert_every_key_checked_and_passed([FULL_SIZE], out)
 
 
 def _corrupted_copy(tmp_path, mutate, extra=()):
