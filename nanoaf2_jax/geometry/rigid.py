@@ -173,6 +173,15 @@ def masked_centroid(points: jnp.ndarray, mask=None) -> jnp.ndarray:
     return jnp.sum(points * m, axis=-2) / jnp.maximum(jnp.sum(m, axis=-2), 1.0)
 
 
+def _neighbour(x, valid, k: int, axis: int):
+    """(x at residue i + k along `axis`, clamped at the chain's ends; whether residue i + k
+    exists and is real). valid [..., L]."""
+    L = valid.shape[-1]
+    idx = jnp.clip(jnp.arange(L) + k, 0, L - 1)
+    exists = (jnp.arange(L) + k >= 0) & (jnp.arange(L) + k < L) & jnp.take(valid, idx, axis=-1)
+    return jnp.take(x, idx, axis=axis), exists
+
+
 def ca_trace_rotations(ca: jnp.ndarray, mask=None) -> jnp.ndarray:
     """A rotation per residue from its CA neighbours alone: frames_from_backbone(CA(i-1), CA(i),
     CA(i+1)). ca [..., L, 3], mask [..., L] -> [..., L, 3, 3].
@@ -183,23 +192,18 @@ def ca_trace_rotations(ca: jnp.ndarray, mask=None) -> jnp.ndarray:
     without a real neighbour on both sides (the chain ends, the last one before padding) take the
     frame of their inner neighbour; with fewer than three real residues, the identity.
     """
-    prev = jnp.concatenate([ca[..., :1, :], ca[..., :-1, :]], axis=-2)
-    nxt = jnp.concatenate([ca[..., 1:, :], ca[..., -1:, :]], axis=-2)
-    rots = frames_from_backbone(prev, ca, nxt).rots
     valid = jnp.ones(ca.shape[:-1], bool) if mask is None else mask.astype(bool)
-
-    def shifted(x, by, fill):  # x[..., i + by] along the residue axis (-1 of x), edge: fill
-        pad = jnp.broadcast_to(fill, x[..., :abs(by)].shape)
-        return (jnp.concatenate([x[..., by:], pad], axis=-1) if by > 0
-                else jnp.concatenate([pad, x[..., :by]], axis=-1))
-
-    interior = valid & shifted(valid, -1, False) & shifted(valid, 1, False)
-    rots_last = jnp.moveaxis(rots, -3, -1)  # [..., 3, 3, L]: residues last for `shifted`
-    inner_next = jnp.moveaxis(shifted(rots_last, 1, 0.0), -1, -3)
-    inner_prev = jnp.moveaxis(shifted(rots_last, -1, 0.0), -1, -3)
+    prev, has_prev = _neighbour(ca, valid, -1, axis=-2)
+    nxt, has_next = _neighbour(ca, valid, 1, axis=-2)
+    rots = frames_from_backbone(prev, ca, nxt).rots
+    interior = valid & has_prev & has_next
+    inner_next, _ = _neighbour(rots, valid, 1, axis=-3)
+    inner_prev, _ = _neighbour(rots, valid, -1, axis=-3)
+    next_interior = _neighbour(interior, valid, 1, axis=-1)[0] & has_next
+    prev_interior = _neighbour(interior, valid, -1, axis=-1)[0] & has_prev
     eye = jnp.broadcast_to(jnp.eye(3, dtype=ca.dtype), rots.shape)
-    end = jnp.where(shifted(interior, 1, False)[..., None, None], inner_next,
-                    jnp.where(shifted(interior, -1, False)[..., None, None], inner_prev, eye))
+    end = jnp.where(next_interior[..., None, None], inner_next,
+                    jnp.where(prev_interior[..., None, None], inner_prev, eye))
     return jnp.where(interior[..., None, None], rots, end)
 
 
@@ -208,15 +212,12 @@ def local_neighbour_vectors(ca: jnp.ndarray, rots: jnp.ndarray, mask=None, offse
     not a real residue; and those validity flags. ca [..., L, 3], rots [..., L, 3, 3] ->
     [..., L, 3·len(offsets)], [..., L, len(offsets)]. Rotation- and translation-invariant
     features of the local chain geometry (what fixes N and C given the CA trace)."""
-    L = ca.shape[-2]
     valid = jnp.ones(ca.shape[:-1], bool) if mask is None else mask.astype(bool)
     vectors, flags = [], []
     for k in offsets:
-        idx = jnp.clip(jnp.arange(L) + k, 0, L - 1)
-        inside = (jnp.arange(L) + k >= 0) & (jnp.arange(L) + k < L)
-        ok = valid & jnp.take(valid, idx, axis=-1) & inside
-        delta = jnp.take(ca, idx, axis=-2) - ca
-        local = jnp.einsum("...ji,...j->...i", rots, delta)
+        neighbour, exists = _neighbour(ca, valid, k, axis=-2)
+        ok = valid & exists
+        local = jnp.einsum("...ji,...j->...i", rots, neighbour - ca)
         vectors.append(local * ok[..., None].astype(ca.dtype))
         flags.append(ok.astype(ca.dtype))
     return jnp.concatenate(vectors, axis=-1), jnp.stack(flags, axis=-1)

@@ -71,12 +71,24 @@ def state_dict_to_params(state_dict, config: ModelConfig, dtype=np.float32):
     return unflatten_dict(flat)
 
 
+def _reference_names(config: ModelConfig) -> set[str]:
+    reference = ModelConfig(**config.reference_kwargs())
+    return {path_to_torch_name(p) for p in flatten_dict(template_params(reference))}
+
+
 def tensors_beyond_reference(config: ModelConfig) -> list[str]:
     """state_dict names of this config's model that the reference's AlphaFold2(...) of the same
     size has no tensor for (a strict torch load_state_dict of our export would refuse them)."""
     ours = {path_to_torch_name(p) for p in flatten_dict(template_params(config))}
-    reference = ModelConfig(**config.reference_kwargs())
-    return sorted(ours - {path_to_torch_name(p) for p in flatten_dict(template_params(reference))})
+    return sorted(ours - _reference_names(config))
+
+
+def layers_beyond_reference(config: ModelConfig) -> list[str]:
+    """The layers those tensors belong to: a top-level module the reference lacks as a whole
+    ('confidence_head'), else the submodule inside one it has ('diffusion_module.rotation_mlp')."""
+    reference_tops = {name.split(".")[0] for name in _reference_names(config)}
+    return sorted({".".join(name.split(".")[:2 if name.split(".")[0] in reference_tops else 1])
+                   for name in tensors_beyond_reference(config)})
 
 
 def params_to_state_dict(params) -> dict:

@@ -27,7 +27,8 @@ from tqdm import tqdm
 
 from ..data.download import RCSB_DOWNLOAD_URL
 from ..model.alphafold2 import count_parameters
-from ..model.convert import params_to_state_dict, save_state_dict, tensors_beyond_reference
+from ..model.convert import (layers_beyond_reference, params_to_state_dict, save_state_dict,
+                             tensors_beyond_reference)
 from .data_source import TrainingData, training_data
 from .metrics_log import METRICS_FILE, TENSORBOARD_DIR, MetricsLog, NullMetricsLog, StepMetrics
 from .mixed_precision import compute_dtype_of
@@ -223,13 +224,10 @@ class _Run:
         self.log.info("exported the final weights (reference state_dict layout) to %s", path)
         extra = tensors_beyond_reference(self.config.model)
         if extra:
-            reference_tops = {name.split(".")[0] for name in set(params_to_state_dict(params)) - set(extra)}
-            heads = sorted({".".join(name.split(".")[:2 if name.split(".")[0] in reference_tops else 1])
-                            for name in extra})
             self.log.info("note: %d of its tensors (%s) belong to layers the reference's model does "
                           "not have; the reference loads it with strict=False, without them (and with its "
                           "own layers that they replace left at their initial values)",
-                          len(extra), ", ".join(f"{h}.*" for h in heads))
+                          len(extra), ", ".join(f"{m}.*" for m in layers_beyond_reference(self.config.model)))
         return Path(path)
 
 
