@@ -149,6 +149,13 @@ _OVERRIDES = [
         ("--plddt-target", "plddt_target", "plddt_target",
          "what pLDDT is trained on: 'ca_distance' (the reference: clamp(1 - |ΔCA|/15 Å)) or "
          "'lddt_ca' (the prediction's lDDT-Cα)"),
+        ("--diffusion-multiplicity", "diffusion_multiplicity", int,
+         "noise samples per trunk pass: each batch row is denoised and scored at this many "
+         "(t, noise) draws, the trunk run once (the reference: 1)"),
+        ("--plddt-decoys", "plddt_decoys", "bool",
+         "also train the pLDDT head on decoys: each row's sequence partly mutated, denoised "
+         "from t = 1 by the detached model, scored against the native (needs --plddt-head "
+         "structure; the reference: off)"),
     ]),
 ]
 

@@ -55,6 +55,8 @@ def test_default_preset_differs_from_reference_in_padding_diffusion_fixes_and_ev
                         translation_update="global", rotation_update="quaternion",
                         rotation_base="ca_trace", rot_weight=0.05, plddt_head="structure",
                         plddt_target="lddt_ca", epochs=600,
+                        # Issue 11, third session: 8 noise samples per trunk pass.
+                        diffusion_multiplicity=8,
                         # Issue 13: a Grain-read cache, crops, modified residues, file numbering.
                         loader="grain", crop_size=200, file_numbering=True, modified_residues=True)
     assert same == default

@@ -32,7 +32,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .train_config import ConfigError
-from .train_step import draw_train_noise, loss_fn, loss_totals, train_step
+from .train_step import draw_train_noise_for, loss_fn, loss_totals, train_step
 
 DATA_AXIS = "data"
 
@@ -121,7 +121,7 @@ def make_parallel_train_step(config, optimizer, parallel: DataParallel, attentio
     def step(params, opt_state, batch, train_key, step_index):
         key = jax.random.fold_in(train_key, step_index)
         B, L = batch["sequence"].shape
-        noise = draw_train_noise(key, B, L, batch["coords_CA"].dtype)
+        noise = draw_train_noise_for(config, key, B, L, batch["coords_CA"].dtype)
         if grad_accum == 1:
             return train_step(params, opt_state, batch, noise, config=config, optimizer=optimizer,
                               attention_mask=attention_mask, compute_dtype=compute_dtype)

@@ -19,21 +19,51 @@ from ..diffusion.se3 import (FrameNoise, draw_frame_noise, from_diffusion_space,
                              to_diffusion_space)
 from ..model.losses import fape, frame_loss, plddt_loss
 from ..model.alphafold2 import AlphaFold2
-from ..geometry.rigid import backbone_from_frames, frames_from_backbone
+from ..geometry.residue_constants import AA_VOCAB
+from ..geometry.rigid import Rigid, backbone_from_frames, frames_from_backbone
 from .adamw import adamw_torch
 from .mixed_precision import cast_floating
 
 
+NUM_AMINO_ACIDS = len(AA_VOCAB)
+
+
+class DecoyNoise(NamedTuple):
+    """The draws of one pLDDT decoy per batch row (ModelConfig.plddt_decoys)."""
+
+    fraction: jnp.ndarray  # [B]        share of residues replaced, U[0, 1)
+    replace_u: jnp.ndarray  # [B, L]    residue i is replaced where replace_u < fraction
+    residues: jnp.ndarray  # [B, L] int  the replacements, uniform over the 20 amino acids
+    frames: FrameNoise  # [B, L]        the t = 1 noise the decoy is denoised from
+
+
 class TrainNoise(NamedTuple):
-    t: jnp.ndarray  # [B]
-    frames: FrameNoise  # [B, L], [B, L, 3], [B, L, 3]
+    t: jnp.ndarray  # [B], or [B, M] with diffusion multiplicity M > 1
+    frames: FrameNoise  # [B, L] ([B, M, L] with M > 1), [..., 3], [..., 3]
+    decoy: DecoyNoise | None = None
 
 
-def draw_train_noise(key, batch_size: int, length: int, dtype=jnp.float32) -> TrainNoise:
+def draw_train_noise(key, batch_size: int, length: int, dtype=jnp.float32, multiplicity: int = 1,
+                     decoys: bool = False) -> TrainNoise:
+    """multiplicity 1 and no decoys: the draws the reference's distributions make (and the
+    same values as before either field existed). Per-row noise keeps the batch axis first, so
+    splitting the batch (devices, micro-batches) splits its noise with it."""
     k_t, k_frames = jax.random.split(key)
-    return TrainNoise(
-        jax.random.uniform(k_t, (batch_size,), dtype), draw_frame_noise(k_frames, (batch_size, length), dtype)
-    )
+    rows = (batch_size,) if multiplicity == 1 else (batch_size, multiplicity)
+    decoy = None
+    if decoys:
+        k = jax.random.split(jax.random.fold_in(key, 1), 4)
+        decoy = DecoyNoise(jax.random.uniform(k[0], (batch_size,), dtype),
+                           jax.random.uniform(k[1], (batch_size, length), dtype),
+                           jax.random.randint(k[2], (batch_size, length), 0, NUM_AMINO_ACIDS),
+                           draw_frame_noise(k[3], (batch_size, length), dtype))
+    return TrainNoise(jax.random.uniform(k_t, rows, dtype), draw_frame_noise(k_frames, (*rows, length), dtype),
+                      decoy)
+
+
+def draw_train_noise_for(config: ModelConfig, key, batch_size: int, length: int, dtype=jnp.float32) -> TrainNoise:
+    """draw_train_noise with the shapes `config` asks for (multiplicity, decoys)."""
+    return draw_train_noise(key, batch_size, length, dtype, config.diffusion_multiplicity, config.plddt_decoys)
 
 
 def residue_index_of(batch):
@@ -72,10 +102,12 @@ def loss_fn(params, batch, noise: TrainNoise, config: ModelConfig, attention_mas
     """
     model = AlphaFold2(config)
     params = cast_floating(params, compute_dtype)
+    M = config.diffusion_multiplicity
+    dtype = batch["coords_CA"].dtype
     if totals is None:
         res_total = pair_total = None
     else:
-        res_total, pair_total = (x.astype(batch["coords_CA"].dtype) for x in totals)
+        res_total, pair_total = (x.astype(dtype) for x in totals)
     mask = batch["mask"]
     model_mask = mask if attention_mask else None
     true_frames = frames_from_backbone(batch["coords_N"], batch["coords_CA"], batch["coords_C"])
@@ -85,38 +117,90 @@ def loss_fn(params, batch, noise: TrainNoise, config: ModelConfig, attention_mas
     shift = config.center_coords or config.coord_scale != 1.0
     diff_frames = (to_diffusion_space(true_frames, mask, config.center_coords, config.coord_scale)
                    if shift else true_frames)
+    true_a = to_diffusion_space(true_frames, mask, config.center_coords, 1.0) if shift else true_frames
+    true_ca = true_a.trans if shift else batch["coords_CA"]
+
+    def to_angstrom(frames):
+        return from_diffusion_space(frames, config.coord_scale) if shift else frames
+
+    # Diffusion multiplicity M: row b's M noise samples become rows b·M, ..., b·M + M - 1 of
+    # everything after the trunk, which runs once per row.
+    t, frame_noise = noise.t, noise.frames
+    if M > 1:
+        t = t.reshape(-1)
+        frame_noise = jax.tree_util.tree_map(lambda x: x.reshape(-1, *x.shape[2:]), frame_noise)
+        res_total, pair_total = (None if x is None else M * x for x in (res_total, pair_total))
+
+    def rep(tree):
+        return tree if M == 1 else jax.tree_util.tree_map(lambda x: jnp.repeat(x, M, axis=0), tree)
 
     def run(m):
         single, pair = m.trunk(batch["sequence"], residue_index_of(batch), model_mask)
-        noisy = se3_forward_marginal(diff_frames, noise.t, noise.frames, config.rot_sigma_max,
+        noisy = se3_forward_marginal(rep(diff_frames), t, frame_noise, config.rot_sigma_max,
                                      config.rotation_noise)
-        pred = m.diffusion_module(noisy, noise.t, single, pair, model_mask)
-        pred_a = from_diffusion_space(pred, config.coord_scale) if shift else pred
+        if M == 1:
+            pred = m.diffusion_module(noisy, t, single, pair, model_mask)
+        else:  # the pair-bias logits once per row, then repeated
+            pred = m.denoise(noisy, t, rep(m.condition(single, pair, model_mask)))
+        pred_a = to_angstrom(pred)
         # The structure head judges this one-step prediction: across t it sees structures of
         # every quality, each scored against its own lDDT-Cα.
-        return pred, pred_a, m.plddt_logits(single, pair, pred_a.trans, mask)
+        return pred, pred_a, m.plddt_logits(rep(single), rep(pair), pred_a.trans, rep(mask))
 
     pred, pred_a, logits = nn_apply(model, params, run)
     logits = logits.astype(pred.trans.dtype)  # bfloat16 under mixed precision; losses in float32
-    trans, rot = frame_loss(pred, diff_frames, mask, res_total)
-    true_a = to_diffusion_space(true_frames, mask, config.center_coords, 1.0) if shift else true_frames
+    mask_m = rep(mask)
+    trans, rot = frame_loss(pred, rep(diff_frames), mask_m, res_total)
     _, pred_ca, _ = backbone_from_frames(pred_a)
-    true_ca = true_a.trans if shift else batch["coords_CA"]
     if config.fape_atoms == "backbone":
         # N, CA, C of both sides placed ideally in their frames: the model can only build ideal
         # geometry, so the native frames' ideal atoms are the target it can reach.
         pred_pts = jnp.concatenate(backbone_from_frames(pred_a), axis=1)
-        true_pts = jnp.concatenate(backbone_from_frames(true_a), axis=1)
-        fape_l = fape(pred_a, true_a, pred_pts, true_pts, mask, point_mask=jnp.tile(mask, (1, 3)),
+        true_pts = rep(jnp.concatenate(backbone_from_frames(true_a), axis=1))
+        fape_l = fape(pred_a, rep(true_a), pred_pts, true_pts, mask_m, point_mask=jnp.tile(mask_m, (1, 3)),
                       total=None if pair_total is None else 3 * pair_total)
     else:
-        fape_l = fape(pred_a, true_a, pred_ca, true_ca, mask, total=pair_total)
-    plddt_l = plddt_loss(logits, pred_ca, true_ca, mask, config.plddt_target, res_total)
+        fape_l = fape(pred_a, rep(true_a), pred_ca, rep(true_ca), mask_m, total=pair_total)
+    plddt_l = plddt_loss(logits, pred_ca, rep(true_ca), mask_m, config.plddt_target, res_total)
+    extra = {}
+    if config.plddt_decoys:
+        decoy_l = _decoy_plddt_loss(model, params, batch, noise.decoy, diff_frames, true_ca, config,
+                                    model_mask, to_angstrom,
+                                    None if totals is None else totals.residues.astype(dtype))
+        extra["plddt_decoy_loss"] = decoy_l
+        plddt_l = 0.5 * (plddt_l + decoy_l)
     total = (
         config.trans_weight * trans + config.rot_weight * rot + config.fape_weight * fape_l + config.plddt_weight * plddt_l
     )
-    metrics = {"loss": total, "fape_loss": fape_l, "trans_loss": trans, "rot_loss": rot, "plddt_loss": plddt_l}
+    metrics = {"loss": total, "fape_loss": fape_l, "trans_loss": trans, "rot_loss": rot, "plddt_loss": plddt_l,
+               **extra}
     return total, metrics
+
+
+def _decoy_plddt_loss(model, params, batch, decoy: DecoyNoise, diff_frames: Rigid, true_ca, config,
+                      model_mask, to_angstrom, res_total):
+    """The pLDDT head's loss on one decoy per row (ModelConfig.plddt_decoys): the row's
+    sequence with a random share of its residues replaced, denoised in one step from t = 1 by
+    the model with its parameters detached, and scored against the row's native CA atoms.
+
+    At t = 1 the noisy input carries (next to) nothing of the native, as in sampling, so how
+    close the decoy comes depends only on what the model makes of the sequence: a lightly
+    mutated training sequence still folds, a heavily mutated one does not, and the head learns
+    to tell the two apart from the trunk's representation and the structure it is shown."""
+    mask = batch["mask"]
+    replaced = (decoy.replace_u < decoy.fraction[:, None]) & mask.astype(bool)
+    sequence = jnp.where(replaced, decoy.residues.astype(batch["sequence"].dtype), batch["sequence"])
+    t_one = jnp.ones(decoy.fraction.shape, decoy.fraction.dtype)
+
+    def run(m):
+        single, pair = m.trunk(sequence, residue_index_of(batch), model_mask)
+        noisy = se3_forward_marginal(diff_frames, t_one, decoy.frames, config.rot_sigma_max, config.rotation_noise)
+        return single, pair, to_angstrom(m.diffusion_module(noisy, t_one, single, pair, model_mask))
+
+    single, pair, pred_a = nn_apply(model, jax.lax.stop_gradient(params), run)
+    logits = nn_apply(model, params, lambda m: m.plddt_logits(single, pair, pred_a.trans, mask))
+    _, pred_ca, _ = backbone_from_frames(pred_a)
+    return plddt_loss(logits.astype(pred_ca.dtype), pred_ca, true_ca, mask, config.plddt_target, res_total)
 
 
 def nn_apply(model, params, fn, *args):
@@ -207,7 +291,7 @@ def make_keyed_train_step(config: ModelConfig, optimizer, attention_mask: bool =
     def step(params, opt_state, batch, key):
         B, L = batch["sequence"].shape
         dtype = batch["coords_CA"].dtype
-        noise = draw_train_noise(key, B, L, dtype)
+        noise = draw_train_noise_for(config, key, B, L, dtype)
         return train_step(params, opt_state, batch, noise, config=config, optimizer=optimizer, attention_mask=attention_mask)
 
     return jax.jit(step, donate_argnums=(0, 1) if donate else ())
