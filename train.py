@@ -152,6 +152,9 @@ _OVERRIDES = [
         ("--diffusion-multiplicity", "diffusion_multiplicity", int,
          "noise samples per trunk pass: each batch row is denoised and scored at this many "
          "(t, noise) draws, the trunk run once (the reference: 1)"),
+        ("--train-t-exponent", "train_t_exponent", float,
+         "training draws t = u^this, u uniform: above 1, more samples at small t, where the "
+         "last reverse steps are (the reference: 1, uniform t)"),
         ("--plddt-decoys", "plddt_decoys", "bool",
          "also train the pLDDT head on decoys: each row's sequence partly mutated, denoised "
          "from t = 1 by the detached model, scored against the native (needs --plddt-head "

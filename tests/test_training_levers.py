@@ -126,9 +126,25 @@ def test_unmutated_decoy_is_the_one_step_prediction_from_t_1(setup):
     assert abs(float(all_replaced["plddt_decoy_loss"]) - float(row["plddt_loss"])) > 1e-6
 
 
+def test_t_exponent_trains_at_u_to_the_k(setup):
+    """train_t_exponent k: the loss at drawn u is the uniform-t loss at t = u^k."""
+    params, batch = setup
+    with jax.enable_x64(True):
+        noise = draw_train_noise(jax.random.PRNGKey(9), 2, L, jnp.float64)
+        powered = _loss(params, batch, noise, dataclasses.replace(TINY, train_t_exponent=2.0))
+        squared = _loss(params, batch, noise._replace(t=noise.t ** 2), TINY)
+        uniform = _loss(params, batch, noise, TINY)
+    for name in ("trans_loss", "rot_loss", "fape_loss", "plddt_loss"):
+        np.testing.assert_allclose(float(powered[name]), float(squared[name]), rtol=1e-12, err_msg=name)
+    assert abs(float(powered["fape_loss"]) - float(uniform["fape_loss"])) > 1e-6
+
+
 def test_new_fields_validate_and_stay_off_in_reference():
     reference = MODEL_PRESETS["reference"]
     assert reference.diffusion_multiplicity == 1 and not reference.plddt_decoys
+    assert reference.train_t_exponent == 1.0
+    with pytest.raises(ValueError, match="train_t_exponent"):
+        ModelConfig(train_t_exponent=0.0)
     with pytest.raises(ValueError, match="diffusion_multiplicity"):
         ModelConfig(diffusion_multiplicity=0)
     with pytest.raises(ValueError, match="plddt_decoys needs plddt_head"):

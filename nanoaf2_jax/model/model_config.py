@@ -19,7 +19,7 @@ PLDDT_TARGETS = ("ca_distance", "lddt_ca")  # model/losses.py
 EXTENSION_FIELDS = ("center_coords", "coord_scale", "rotation_noise", "rot_sigma_max",
                     "rotation_update", "translation_update", "rotation_base", "rotation_head", "fape_atoms",
                     "plddt_head", "plddt_target", "sampling_eta", "diffusion_multiplicity",
-                    "plddt_decoys")
+                    "plddt_decoys", "train_t_exponent")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +86,10 @@ class ModelConfig:
     # near-perfect late in the run; the decoys show the head what the model makes of sequences
     # it has not learned. Head only: the trunk and the structure never see these rows' losses.
     plddt_decoys: bool = False
+    # Training draws t = u^k with u ~ U[0, 1): k > 1 puts more noise samples at the small t of
+    # the last reverse steps, whose one-step prediction is the sample (P(t < 0.1) = 0.1^(1/k)).
+    # The reference: 1 (uniform t).
+    train_t_exponent: float = 1.0
 
     def __post_init__(self):
         for name, allowed in (("rotation_update", ROTATION_UPDATES), ("rotation_noise", ROTATION_NOISES),
@@ -103,6 +107,8 @@ class ModelConfig:
         if self.plddt_decoys and self.plddt_head != "structure":
             raise ValueError("plddt_decoys needs plddt_head='structure' (a head that reads the "
                              "structure it judges); the sequence-only head cannot tell a decoy apart")
+        if not self.train_t_exponent > 0:
+            raise ValueError(f"train_t_exponent must be positive, got {self.train_t_exponent!r}")
         if not self.coord_scale > 0:
             raise ValueError(f"coord_scale must be positive, got {self.coord_scale!r}")
         if not self.rot_sigma_max > 0:

@@ -126,6 +126,8 @@ def loss_fn(params, batch, noise: TrainNoise, config: ModelConfig, attention_mas
     # Diffusion multiplicity M: row b's M noise samples become rows b·M, ..., b·M + M - 1 of
     # everything after the trunk, which runs once per row.
     t, frame_noise = noise.t, noise.frames
+    if config.train_t_exponent != 1.0:  # t = u^k: more samples at the small t of the last reverse steps
+        t = t ** config.train_t_exponent
     if M > 1:
         t = t.reshape(-1)
         frame_noise = jax.tree_util.tree_map(lambda x: x.reshape(-1, *x.shape[2:]), frame_noise)
