@@ -140,10 +140,9 @@ def loss_fn(params, batch, noise: TrainNoise, config: ModelConfig, attention_mas
         single, pair = m.trunk(batch["sequence"], residue_index_of(batch), model_mask)
         noisy = se3_forward_marginal(rep(diff_frames), t, frame_noise, config.rot_sigma_max,
                                      config.rotation_noise)
-        if M == 1:
-            pred = m.diffusion_module(noisy, t, single, pair, model_mask)
-        else:  # the pair-bias logits once per row, then repeated
-            pred = m.denoise(noisy, t, rep(m.condition(single, pair, model_mask)))
+        # The pair-bias logits once per row, repeated for its M samples (M = 1: what
+        # diffusion_module(noisy, t, single, pair) computes, operation for operation).
+        pred = m.denoise(noisy, t, rep(m.condition(single, pair, model_mask)))
         pred_a = to_angstrom(pred)
         # The structure head judges this one-step prediction: across t it sees structures of
         # every quality, each scored against its own lDDT-Cα.
@@ -186,9 +185,9 @@ def _decoy_plddt_loss(model, params, batch, decoy: DecoyNoise, diff_frames: Rigi
     the model with its parameters detached, and scored against the row's native CA atoms.
 
     At t = 1 the noisy input carries (next to) nothing of the native, as in sampling, so how
-    close the decoy comes depends only on what the model makes of the sequence: a lightly
-    mutated training sequence still folds, a heavily mutated one does not, and the head learns
-    to tell the two apart from the trunk's representation and the structure it is shown."""
+    close the decoy comes depends only on what the model makes of the sequence. The hope was
+    that the head would learn to tell learned sequences from unlearned ones; measured, it does
+    not (docs/accuracy.md), which is why no preset turns this on."""
     mask = batch["mask"]
     replaced = (decoy.replace_u < decoy.fraction[:, None]) & mask.astype(bool)
     sequence = jnp.where(replaced, decoy.residues.astype(batch["sequence"].dtype), batch["sequence"])
