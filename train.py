@@ -101,6 +101,11 @@ _OVERRIDES = [
         ("--trans-weight", "trans_weight", float, "translation loss weight"),
         ("--rot-weight", "rot_weight", float, "rotation loss weight"),
         ("--plddt-weight", "plddt_weight", float, "pLDDT loss weight"),
+        ("--peptide-bond-weight", "peptide_bond_weight", float,
+         "weight of the peptide-bond loss: mean |C(i)-N(i+1) - 1.329 Å| of the one-step "
+         "prediction (0: no such term, the reference)"),
+        ("--peptide-bond-max-t", "peptide_bond_max_t", float,
+         "the peptide-bond loss scores only noise samples with t below this (1: every t)"),
     ]),
     ("Scale (docs/distributed.md)", [
         ("--grad-accum", "grad_accum", int,

@@ -1,6 +1,6 @@
 """Training-objective levers of the default recipe: diffusion multiplicity (several noise
-samples per trunk pass) and pLDDT decoys. Both are ModelConfig fields whose reference values
-(1, off) keep the old draws and the old loss."""
+samples per trunk pass), pLDDT decoys, t = u^k and the peptide-bond term. All are ModelConfig
+fields whose reference values (1, off, 1, 0) keep the old draws and the old loss."""
 
 import dataclasses
 import functools
@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from nanoaf2_jax.diffusion.se3 import draw_frame_noise
+from nanoaf2_jax.geometry.rigid import axis_angle_to_rotation
 from nanoaf2_jax.model.alphafold2 import init_params
+from nanoaf2_jax.model.losses import PEPTIDE_C_N_LENGTH, peptide_bond_loss, peptide_bond_mask
 from nanoaf2_jax.model.model_config import MODEL_PRESETS, ModelConfig
 from nanoaf2_jax.training.parallel import accumulated_train_step
 from nanoaf2_jax.training.train_step import (DecoyNoise, OptimConfig, TrainNoise, draw_train_noise,
@@ -71,13 +73,14 @@ def test_multiplicity_is_the_mean_of_its_noise_samples(setup):
     averaged: every row keeps its own t, noise and normalisation (padding included)."""
     params, batch = setup
     with jax.enable_x64(True):
-        config = dataclasses.replace(TINY, diffusion_multiplicity=3)
+        one = dataclasses.replace(TINY, peptide_bond_weight=0.5)
+        config = dataclasses.replace(one, diffusion_multiplicity=3)
         noise = draw_train_noise(jax.random.PRNGKey(3), 2, L, jnp.float64, multiplicity=3)
         joint = _loss(params, batch, noise, config)
-        parts = [_loss(params, batch, _column(noise, k), TINY) for k in range(3)]
+        parts = [_loss(params, batch, _column(noise, k), one) for k in range(3)]
         # The same with the batch's loss denominators given (gradient accumulation's path).
         with_totals = _loss(params, batch, noise, config, loss_totals(batch["mask"]))
-    for name in ("trans_loss", "rot_loss", "fape_loss", "plddt_loss", "loss"):
+    for name in ("trans_loss", "rot_loss", "fape_loss", "plddt_loss", "peptide_bond_loss", "loss"):
         expected = np.mean([float(p[name]) for p in parts])
         np.testing.assert_allclose(float(joint[name]), expected, rtol=1e-12, err_msg=name)
         np.testing.assert_allclose(float(with_totals[name]), expected, rtol=1e-12, err_msg=name)
@@ -146,7 +149,11 @@ def test_t_exponent_trains_at_u_to_the_k(setup):
 def test_new_fields_validate_and_stay_off_in_reference():
     reference = MODEL_PRESETS["reference"]
     assert reference.diffusion_multiplicity == 1 and not reference.plddt_decoys
-    assert reference.train_t_exponent == 1.0
+    assert reference.train_t_exponent == 1.0 and reference.peptide_bond_weight == 0.0
+    with pytest.raises(ValueError, match="peptide_bond_weight"):
+        ModelConfig(peptide_bond_weight=-1.0)
+    with pytest.raises(ValueError, match="peptide_bond_max_t"):
+        ModelConfig(peptide_bond_max_t=0.0)
     with pytest.raises(ValueError, match="train_t_exponent"):
         ModelConfig(train_t_exponent=0.0)
     with pytest.raises(ValueError, match="diffusion_multiplicity"):
@@ -159,7 +166,7 @@ def test_accumulated_step_with_multiplicity_equals_the_whole_batch(setup):
     """Gradient accumulation splits the [B, M, ...] noise with its rows and divides every part
     by the whole batch's denominators: two micro-batches make the step one batch makes."""
     params, batch = setup
-    config = dataclasses.replace(TINY, diffusion_multiplicity=2)
+    config = dataclasses.replace(TINY, diffusion_multiplicity=2, peptide_bond_weight=0.5)
     optimizer = make_optimizer(OptimConfig(warmup_steps=0, total_steps=10))  # lr > 0 at step 0
     with jax.enable_x64(True):
         noise = draw_train_noise(jax.random.PRNGKey(8), 2, L, jnp.float64, 2)
@@ -168,7 +175,7 @@ def test_accumulated_step_with_multiplicity_equals_the_whole_batch(setup):
                                                  attention_mask=True))(params, state, batch, noise)
         p2, _, parts = jax.jit(functools.partial(accumulated_train_step, config=config, optimizer=optimizer,
                                                  grad_accum=2, attention_mask=True))(params, state, batch, noise)
-    for name in ("loss", "fape_loss", "plddt_loss", "grad_norm"):
+    for name in ("loss", "fape_loss", "plddt_loss", "peptide_bond_loss", "grad_norm"):
         # float64: the losses agree to ~1e-12, gradients to ~1e-8, because FAPE's
         # sqrt(d² + 1e-8) at each frame's own CA (d ≈ 0) has a derivative of ~5e3 that magnifies
         # the rounding of the two summation orders; a wrong denominator would be off by O(1).
@@ -178,3 +185,68 @@ def test_accumulated_step_with_multiplicity_equals_the_whole_batch(setup):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-8)
         moved = max(moved, float(jnp.max(jnp.abs(a - p0))))
     assert moved > 1e-4  # the step did update the parameters
+
+
+def test_peptide_bond_loss_is_the_mean_c_n_error_over_real_bonds():
+    """Mean |C(i)-N(i+1) - 1.329| over the bonds between real, consecutively numbered residues;
+    unchanged by a rigid motion of the structure."""
+    with jax.enable_x64(True):
+        chains = [helix(9, seed=0), helix(9, seed=1, offset=(0.0, 0.0, 0.0))]
+        rng = np.random.default_rng(2)
+        c = np.stack([p.coords_C for p in chains]).astype(np.float64) + rng.normal(size=(2, 9, 3)) * 0.2
+        n = np.stack([p.coords_N for p in chains]).astype(np.float64) + rng.normal(size=(2, 9, 3)) * 0.2
+        mask = np.ones((2, 9), bool)
+        mask[1, 7:] = False  # padding: row 1 has 7 residues, 6 bonds
+        residue_index = np.tile(np.arange(9), (2, 1))
+        residue_index[0, 4:] += 10  # a chain break between residues 3 and 4 of row 0
+        bonds = peptide_bond_mask(jnp.asarray(mask), jnp.asarray(residue_index))
+        loss = float(peptide_bond_loss(jnp.asarray(c), jnp.asarray(n), bonds))
+        rot = np.asarray(axis_angle_to_rotation(jnp.asarray([0.3, -1.2, 0.7], jnp.float64)))
+        moved = float(peptide_bond_loss(jnp.asarray(c @ rot.T + 5.0), jnp.asarray(n @ rot.T + 5.0), bonds))
+    d = np.linalg.norm(n[:, 1:] - c[:, :-1], axis=-1)
+    keep = np.ones((2, 8), bool)
+    keep[0, 3] = False
+    keep[1, 6:] = False
+    assert np.array_equal(np.asarray(bonds), keep)
+    expected = np.mean(np.abs(d[keep] - PEPTIDE_C_N_LENGTH))
+    np.testing.assert_allclose(loss, expected, rtol=1e-6)  # 1e-6: the sqrt(x + 1e-8) smoothing
+    np.testing.assert_allclose(moved, loss, rtol=1e-7)
+    assert expected > 0.05  # the perturbation moved the bonds off 1.329, so the test can fail
+
+
+def test_peptide_bond_term_adds_its_weighted_loss_and_trains_the_structure(setup):
+    """peptide_bond_weight w: the total gains w × the C-N loss of the one-step prediction, the
+    other terms are untouched, and its gradient reaches the denoiser (not the pLDDT head)."""
+    params, batch = setup
+    config = dataclasses.replace(TINY, peptide_bond_weight=2.0)
+    with jax.enable_x64(True):
+        noise = draw_train_noise(jax.random.PRNGKey(11), 2, L, jnp.float64)
+        on, off = _loss(params, batch, noise, config), _loss(params, batch, noise, TINY)
+        grads = jax.jit(jax.grad(lambda p: loss_fn(p, batch, noise, config, True)[1]["peptide_bond_loss"]))(params)
+    for name in ("trans_loss", "rot_loss", "fape_loss", "plddt_loss"):
+        assert float(on[name]) == float(off[name]), name
+    assert "peptide_bond_loss" not in off
+    np.testing.assert_allclose(float(on["loss"]), float(off["loss"]) + 2.0 * float(on["peptide_bond_loss"]),
+                               rtol=1e-12)
+    norms = {name: sum(float(jnp.sum(jnp.abs(g))) for g in jax.tree_util.tree_leaves(tree))
+             for name, tree in grads.items()}
+    assert norms["confidence_head"] == 0.0
+    assert norms["diffusion_module"] > 0.0
+
+
+def test_peptide_bond_max_t_scores_only_low_t_rows_over_every_bond(setup):
+    """peptide_bond_max_t: a row with t above it adds nothing to the bond term's sum but its
+    bonds stay in the denominator (row 0 at t = 0.05 scores; row 1 at t = 0.9 does not)."""
+    params, batch = setup
+    cut = dataclasses.replace(TINY, peptide_bond_weight=1.0, peptide_bond_max_t=0.25)
+    every_t = dataclasses.replace(cut, peptide_bond_max_t=1.0)
+    with jax.enable_x64(True):
+        noise = draw_train_noise(jax.random.PRNGKey(12), 2, L, jnp.float64)
+        noise = noise._replace(t=jnp.asarray([0.05, 0.9], jnp.float64))
+        both = _loss(params, batch, noise, cut)["peptide_bond_loss"]
+        unweighted = _loss(params, batch, noise, every_t)["peptide_bond_loss"]
+        first = jax.tree_util.tree_map(lambda x: x[:1], (batch, noise))
+        row0 = _loss(params, *first, every_t)["peptide_bond_loss"]
+    bonds = np.asarray(peptide_bond_mask(batch["mask"])).sum(axis=-1)  # [13, 9]
+    np.testing.assert_allclose(float(both), float(row0) * bonds[0] / bonds.sum(), rtol=1e-10)
+    assert float(unweighted) > float(both) + 1e-6  # row 1 does count without the cut

@@ -1,4 +1,5 @@
-"""FAPE, direct frame loss and pLDDT loss. Pure functions of batched arrays [B, L, ...]."""
+"""FAPE, direct frame loss, peptide-bond loss and pLDDT loss. Pure functions of batched arrays
+[B, L, ...]."""
 
 import jax
 import jax.numpy as jnp
@@ -54,6 +55,38 @@ def frame_loss(pred_frames: Rigid, true_frames: Rigid, mask=None, total=None):
     trans_sq = jnp.sum((pred_frames.trans - true_frames.trans) ** 2, axis=-1)
     angle, _ = rotation_angle_between(pred_frames.rots, true_frames.rots)
     return _masked_mean(trans_sq, m, total), _masked_mean(angle**2, m, total)
+
+
+# C(i)-N(i+1) of real backbones (Engh & Huber 1991; AlphaFold 2's between-residue bond).
+PEPTIDE_C_N_LENGTH = 1.329
+
+
+def peptide_bond_mask(mask, residue_index=None):
+    """[B, L-1]: the bonds C(i)-N(i+1) between two real residues, numbered consecutively where
+    residue_index [B, L] is given (a gap in the numbering is a chain break, not a bond)."""
+    bonds = mask[:, 1:].astype(bool) & mask[:, :-1].astype(bool)
+    if residue_index is not None:
+        bonds = bonds & (residue_index[:, 1:] - residue_index[:, :-1] == 1)
+    return bonds
+
+
+def peptide_bond_loss(pred_c, pred_n, bond_mask, total=None, row_weight=None):
+    """Mean |‖N(i+1) - C(i)‖ - 1.329 Å| over the bonds of bond_mask [B, L-1] (pred_c/pred_n
+    [B, L, 3] in Å). An L1 term like FAPE, so its pull does not fade as the error shrinks.
+    row_weight [B]: each row's bonds count this much in the sum; the denominator stays every
+    bond of bond_mask (or total, see _masked_mean), so rows weighted 0 dilute the mean rather
+    than drop out of it, and the same denominators serve gradient accumulation.
+
+    Why a separate term: C(i) and N(i+1) are placed ideally in two different frames, so the bond
+    between them is only as good as both frames' translations and rotations together; FAPE and
+    the frame loss score each frame's error, not this joint one (AlphaFold 2's structural
+    violation loss scores it too, with a tolerance far wider than 0.1 Å)."""
+    d = jnp.sqrt(jnp.sum((pred_n[:, 1:] - pred_c[:, :-1]) ** 2, axis=-1) + 1e-8)
+    err = jnp.sqrt((d - PEPTIDE_C_N_LENGTH) ** 2 + 1e-8)
+    bonds = bond_mask.astype(err.dtype)
+    denominator = pairwise_sum(bonds) if total is None else total
+    weights = bonds if row_weight is None else bonds * row_weight[:, None].astype(err.dtype)
+    return pairwise_sum(err * weights) / jnp.maximum(denominator, 1.0)
 
 
 def plddt_targets(pred_ca, true_ca, num_bins):

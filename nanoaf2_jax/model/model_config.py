@@ -19,7 +19,8 @@ PLDDT_TARGETS = ("ca_distance", "lddt_ca")  # model/losses.py
 EXTENSION_FIELDS = ("center_coords", "coord_scale", "rotation_noise", "rot_sigma_max",
                     "rotation_update", "translation_update", "rotation_base", "rotation_head", "fape_atoms",
                     "plddt_head", "plddt_target", "sampling_eta", "diffusion_multiplicity",
-                    "plddt_decoys", "train_t_exponent")
+                    "plddt_decoys", "train_t_exponent", "peptide_bond_weight",
+                    "peptide_bond_max_t")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +93,13 @@ class ModelConfig:
     # the last reverse steps, whose one-step prediction is the sample (P(t < 0.1) = 0.1^(1/k)).
     # The reference: 1 (uniform t).
     train_t_exponent: float = 1.0
+    # Weight of the peptide-bond loss (losses.peptide_bond_loss: mean |C(i)-N(i+1) - 1.329 Å| of
+    # the one-step prediction, in Å). The reference: 0 (no such term).
+    peptide_bond_weight: float = 0.0
+    # The peptide-bond loss scores only the noise samples with t below this (the others count 0
+    # in its mean): the last reverse steps, whose one-step prediction becomes the sample, start
+    # near the native, where the bond term refines rather than fights the fold. 1: every t.
+    peptide_bond_max_t: float = 1.0
 
     def __post_init__(self):
         for name, allowed in (("rotation_update", ROTATION_UPDATES), ("rotation_noise", ROTATION_NOISES),
@@ -111,6 +119,10 @@ class ModelConfig:
                              "structure it judges); the sequence-only head cannot tell a decoy apart")
         if not self.train_t_exponent > 0:
             raise ValueError(f"train_t_exponent must be positive, got {self.train_t_exponent!r}")
+        if not self.peptide_bond_weight >= 0:
+            raise ValueError(f"peptide_bond_weight must be >= 0, got {self.peptide_bond_weight!r}")
+        if not 0 < self.peptide_bond_max_t <= 1:
+            raise ValueError(f"peptide_bond_max_t must be in (0, 1], got {self.peptide_bond_max_t!r}")
         if not self.coord_scale > 0:
             raise ValueError(f"coord_scale must be positive, got {self.coord_scale!r}")
         if not self.rot_sigma_max > 0:

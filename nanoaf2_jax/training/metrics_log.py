@@ -123,7 +123,7 @@ class StepMetrics:
             return
         host = jax.device_get([m for _, _, m in self.pending])
         for (step, epoch, _), values in zip(self.pending, host):
-            # The core names always; optional terms (plddt_decoy_loss) when the loss has them.
+            # The core names always; optional terms (peptide_bond_loss, plddt_decoy_loss) when the loss has them.
             values = {k: float(values[k]) for k in (*_METRIC_NAMES, *sorted(set(values) - set(_METRIC_NAMES)))}
             if not all(math.isfinite(v) for v in values.values()):
                 self.pending = []

@@ -95,7 +95,7 @@ def accumulated_train_step(params, opt_state, batch, noise, *, config, optimizer
                            attention_mask=False, compute_dtype=None):
     """One optimiser step over grad_accum micro-batches of `batch`: their gradients summed,
     each with the whole batch's loss denominators, then one clip and one AdamW update."""
-    totals = loss_totals(batch["mask"])
+    totals = loss_totals(batch["mask"], batch.get("residue_index"))
     grad_fn = jax.grad(loss_fn, has_aux=True)
 
     def body(acc, micro):

@@ -17,7 +17,7 @@ import optax
 from ..model.model_config import ModelConfig
 from ..diffusion.se3 import (FrameNoise, draw_frame_noise, from_diffusion_space, se3_forward_marginal,
                              to_diffusion_space)
-from ..model.losses import fape, frame_loss, plddt_loss
+from ..model.losses import fape, frame_loss, peptide_bond_loss, peptide_bond_mask, plddt_loss
 from ..model.alphafold2 import AlphaFold2
 from ..geometry.residue_constants import AA_VOCAB
 from ..geometry.rigid import Rigid, backbone_from_frames, frames_from_backbone
@@ -75,17 +75,20 @@ def residue_index_of(batch):
 
 
 class LossTotals(NamedTuple):
-    """The loss denominators of a whole batch: its real residues and residue pairs."""
+    """The loss denominators of a whole batch: its real residues, residue pairs and peptide
+    bonds."""
 
     residues: jnp.ndarray
     pairs: jnp.ndarray
+    bonds: jnp.ndarray
 
 
-def loss_totals(mask) -> LossTotals:
+def loss_totals(mask, residue_index=None) -> LossTotals:
     """Denominators of the masked means over `mask` [B, L] (those of losses.py's _masked_mean)."""
     m = mask.astype(jnp.float32)
     n = jnp.sum(m, axis=-1)
-    return LossTotals(jnp.sum(m), jnp.sum(n * n))
+    bonds = peptide_bond_mask(mask, residue_index).astype(jnp.float32)
+    return LossTotals(jnp.sum(m), jnp.sum(n * n), jnp.sum(bonds))
 
 
 def loss_fn(params, batch, noise: TrainNoise, config: ModelConfig, attention_mask: bool = False,
@@ -105,9 +108,9 @@ def loss_fn(params, batch, noise: TrainNoise, config: ModelConfig, attention_mas
     M = config.diffusion_multiplicity
     dtype = batch["coords_CA"].dtype
     if totals is None:
-        res_total = pair_total = None
+        res_total = pair_total = bond_total = None
     else:
-        res_total, pair_total = (x.astype(dtype) for x in totals)
+        res_total, pair_total, bond_total = (x.astype(dtype) for x in totals)
     mask = batch["mask"]
     model_mask = mask if attention_mask else None
     true_frames = frames_from_backbone(batch["coords_N"], batch["coords_CA"], batch["coords_C"])
@@ -131,7 +134,8 @@ def loss_fn(params, batch, noise: TrainNoise, config: ModelConfig, attention_mas
     if M > 1:
         t = t.reshape(-1)
         frame_noise = jax.tree_util.tree_map(lambda x: x.reshape(-1, *x.shape[2:]), frame_noise)
-        res_total, pair_total = (None if x is None else M * x for x in (res_total, pair_total))
+        res_total, pair_total, bond_total = (None if x is None else M * x
+                                             for x in (res_total, pair_total, bond_total))
 
     def rep(tree):
         return tree if M == 1 else jax.tree_util.tree_map(lambda x: jnp.repeat(x, M, axis=0), tree)
@@ -152,7 +156,7 @@ def loss_fn(params, batch, noise: TrainNoise, config: ModelConfig, attention_mas
     logits = logits.astype(pred.trans.dtype)  # bfloat16 under mixed precision; losses in float32
     mask_m = rep(mask)
     trans, rot = frame_loss(pred, rep(diff_frames), mask_m, res_total)
-    _, pred_ca, _ = backbone_from_frames(pred_a)
+    pred_n, pred_ca, pred_c = backbone_from_frames(pred_a)
     if config.fape_atoms == "backbone":
         # N, CA, C of both sides placed ideally in their frames: the model can only build ideal
         # geometry, so the native frames' ideal atoms are the target it can reach.
@@ -164,6 +168,10 @@ def loss_fn(params, batch, noise: TrainNoise, config: ModelConfig, attention_mas
         fape_l = fape(pred_a, rep(true_a), pred_ca, rep(true_ca), mask_m, total=pair_total)
     plddt_l = plddt_loss(logits, pred_ca, rep(true_ca), mask_m, config.plddt_target, res_total)
     extra = {}
+    if config.peptide_bond_weight > 0:
+        bonds = rep(peptide_bond_mask(mask, batch.get("residue_index")))
+        low_t = None if config.peptide_bond_max_t >= 1 else (t < config.peptide_bond_max_t)
+        extra["peptide_bond_loss"] = peptide_bond_loss(pred_c, pred_n, bonds, bond_total, low_t)
     if config.plddt_decoys:
         decoy_l = _decoy_plddt_loss(model, params, batch, noise.decoy, diff_frames, true_ca, config,
                                     model_mask, to_angstrom,
@@ -173,6 +181,8 @@ def loss_fn(params, batch, noise: TrainNoise, config: ModelConfig, attention_mas
     total = (
         config.trans_weight * trans + config.rot_weight * rot + config.fape_weight * fape_l + config.plddt_weight * plddt_l
     )
+    if config.peptide_bond_weight > 0:
+        total = total + config.peptide_bond_weight * extra["peptide_bond_loss"]
     metrics = {"loss": total, "fape_loss": fape_l, "trans_loss": trans, "rot_loss": rot, "plddt_loss": plddt_l,
                **extra}
     return total, metrics
