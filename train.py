@@ -106,6 +106,9 @@ _OVERRIDES = [
          "prediction (0: no such term, the reference)"),
         ("--peptide-bond-max-t", "peptide_bond_max_t", float,
          "the peptide-bond loss scores only noise samples with t below this (1: every t)"),
+        ("--peptide-bond-start", "peptide_bond_start", float,
+         "the peptide-bond loss is on after this share of the run's optimiser steps (0: from "
+         "the first step)"),
     ]),
     ("Scale (docs/distributed.md)", [
         ("--grad-accum", "grad_accum", int,

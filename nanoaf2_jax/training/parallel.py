@@ -92,19 +92,20 @@ def split_micro_batches(tree, k: int):
 
 
 def accumulated_train_step(params, opt_state, batch, noise, *, config, optimizer, grad_accum,
-                           attention_mask=False, compute_dtype=None):
+                           attention_mask=False, compute_dtype=None, progress=None):
     """One optimiser step over grad_accum micro-batches of `batch`: their gradients summed,
     each with the whole batch's loss denominators, then one clip and one AdamW update."""
     totals = loss_totals(batch["mask"], batch.get("residue_index"))
     grad_fn = jax.grad(loss_fn, has_aux=True)
 
     def body(acc, micro):
-        grads, metrics = grad_fn(params, *micro, config, attention_mask, totals, compute_dtype)
+        grads, metrics = grad_fn(params, *micro, config, attention_mask, totals, compute_dtype, progress)
         return jax.tree_util.tree_map(jnp.add, acc, (grads, metrics)), None
 
     micro = split_micro_batches((batch, noise), grad_accum)
     first = jax.tree_util.tree_map(lambda x: x[0], micro)
-    shapes = jax.eval_shape(lambda: grad_fn(params, *first, config, attention_mask, totals, compute_dtype))
+    shapes = jax.eval_shape(lambda: grad_fn(params, *first, config, attention_mask, totals, compute_dtype,
+                                            progress))
     zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
     (grads, metrics), _ = jax.lax.scan(body, zeros, micro)
     updates, opt_state = optimizer.update(grads, opt_state, params)
@@ -113,21 +114,25 @@ def accumulated_train_step(params, opt_state, batch, noise, *, config, optimizer
 
 
 def make_parallel_train_step(config, optimizer, parallel: DataParallel, attention_mask=False,
-                             grad_accum: int = 1, compute_dtype=None, donate: bool = True):
+                             grad_accum: int = 1, compute_dtype=None, donate: bool = True,
+                             total_steps: int | None = None):
     """jit'd (params, opt_state, batch, train_key, step) -> (params, opt_state, metrics) with
     the mesh's shardings. The step's noise is drawn from fold_in(train_key, step) for the whole
-    global batch, as make_keyed_train_step draws it."""
+    global batch, as make_keyed_train_step draws it. total_steps: the run's length, so that the
+    loss knows the share of the run done (train_step.loss_fn's progress); None: unscheduled."""
 
     def step(params, opt_state, batch, train_key, step_index):
         key = jax.random.fold_in(train_key, step_index)
         B, L = batch["sequence"].shape
         noise = draw_train_noise_for(config, key, B, L, batch["coords_CA"].dtype)
+        progress = None if total_steps is None else step_index / total_steps
         if grad_accum == 1:
             return train_step(params, opt_state, batch, noise, config=config, optimizer=optimizer,
-                              attention_mask=attention_mask, compute_dtype=compute_dtype)
+                              attention_mask=attention_mask, compute_dtype=compute_dtype, progress=progress)
         return accumulated_train_step(params, opt_state, batch, noise, config=config,
                                       optimizer=optimizer, grad_accum=grad_accum,
-                                      attention_mask=attention_mask, compute_dtype=compute_dtype)
+                                      attention_mask=attention_mask, compute_dtype=compute_dtype,
+                                      progress=progress)
 
     rep, data = parallel.replicated, parallel.batch_sharding
     return jax.jit(step, in_shardings=(rep, rep, data, rep, rep), out_shardings=rep,

@@ -92,7 +92,7 @@ def loss_totals(mask, residue_index=None) -> LossTotals:
 
 
 def loss_fn(params, batch, noise: TrainNoise, config: ModelConfig, attention_mask: bool = False,
-            totals: LossTotals | None = None, compute_dtype=None):
+            totals: LossTotals | None = None, compute_dtype=None, progress=None):
     """Total loss and its components for one batch.
 
     batch: sequence [B, L] int, mask [B, L] bool, coords_N/CA/C [B, L, 3].
@@ -102,6 +102,9 @@ def loss_fn(params, batch, noise: TrainNoise, config: ModelConfig, attention_mas
     the parts' losses then add up to the whole batch's); None: this batch's own.
     compute_dtype: bfloat16 runs the model in bfloat16 on a cast copy of the float32 params
     (mixed_precision.py); the losses stay float32. None: the params' dtype.
+    progress: the share of the run's optimiser steps done before this one (a traced scalar),
+    for the terms that start late (peptide_bond_start); None: outside a scheduled run, every
+    term is on.
     """
     model = AlphaFold2(config)
     params = cast_floating(params, compute_dtype)
@@ -182,7 +185,10 @@ def loss_fn(params, batch, noise: TrainNoise, config: ModelConfig, attention_mas
         config.trans_weight * trans + config.rot_weight * rot + config.fape_weight * fape_l + config.plddt_weight * plddt_l
     )
     if config.peptide_bond_weight > 0:
-        total = total + config.peptide_bond_weight * extra["peptide_bond_loss"]
+        weight = config.peptide_bond_weight
+        if progress is not None and config.peptide_bond_start > 0:
+            weight = jnp.where(progress >= config.peptide_bond_start, weight, 0.0).astype(total.dtype)
+        total = total + weight * extra["peptide_bond_loss"]
     metrics = {"loss": total, "fape_loss": fape_l, "trans_loss": trans, "rot_loss": rot, "plddt_loss": plddt_l,
                **extra}
     return total, metrics
@@ -278,10 +284,11 @@ def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
 
 
 def train_step(params, opt_state, batch, noise: TrainNoise, *, config, optimizer, attention_mask=False,
-               compute_dtype=None):
-    """One optimiser step. Returns (params, opt_state, metrics incl. the pre-clip grad norm)."""
+               compute_dtype=None, progress=None):
+    """One optimiser step. Returns (params, opt_state, metrics incl. the pre-clip grad norm).
+    progress: see loss_fn."""
     grads, metrics = jax.grad(loss_fn, has_aux=True)(params, batch, noise, config, attention_mask,
-                                                     None, compute_dtype)
+                                                     None, compute_dtype, progress)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     metrics = dict(metrics, grad_norm=optax.global_norm(grads))

@@ -97,7 +97,7 @@ class _Run:
         self.step_fn = make_parallel_train_step(
             config.model, self.optimizer, self.parallel, attention_mask=config.attention_mask,
             grad_accum=config.grad_accum, compute_dtype=compute_dtype_of(config.precision),
-            donate=True)
+            donate=True, total_steps=self.total_steps)
         self.state = RunState(config, self.optimizer, self.fingerprint, self.spe, self.total_steps,
                               self.out, log, parallel=self.parallel)
         # Only the first process writes logs, metrics and the exported model; every process
