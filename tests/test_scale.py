@@ -48,7 +48,7 @@ def _args(data, out, *extra):
 
 def _env(cache, devices):
     env = subprocess_env(cache)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
     return env
 
 
@@ -141,7 +141,7 @@ def _two_processes(cache, cwd, args):
     """train.py as processes 0 and 1 of one jax.distributed run on 127.0.0.1 (gloo on CPU)."""
     port = _free_port()
     env = subprocess_env(cache)
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=1"
     procs, logs = [], []
     for rank in (0, 1):
         log = open(cwd / f"process{rank}.log", "w+")
