@@ -55,8 +55,9 @@ def test_default_preset_differs_from_reference_in_padding_diffusion_fixes_and_ev
                         translation_update="global", rotation_update="quaternion",
                         rotation_base="ca_trace", rot_weight=0.05, plddt_head="structure",
                         plddt_target="lddt_ca", epochs=600,
-                        # Issue 11, third session: 8 noise samples per trunk pass.
-                        diffusion_multiplicity=8,
+                        # Issue 11, third session: 8 noise samples per trunk pass; fourth: the
+                        # peptide-bond term for the last 20% of the run.
+                        diffusion_multiplicity=8, peptide_bond_weight=0.1, peptide_bond_start=0.8,
                         # Issue 13: a Grain-read cache, crops, modified residues, file numbering.
                         loader="grain", crop_size=200, file_numbering=True, modified_residues=True)
     assert same == default
@@ -234,6 +235,16 @@ def test_tiny_model_overfits_one_protein(tmp_path, compile_cache):
     assert last < 0.5 * first, (first, last)
     assert (out / "final_model.pt").exists() or (out / "final_model.npz").exists()
     assert sorted(p.name for p in checkpoints_dir(out).iterdir()) == [str(SCHEDULE_STEPS)]
+    # tiny keeps the default's peptide-bond term (weight 0.1 from 80% of the run on): logged at
+    # every step, added to the total from step index 160 on, so the trainer does pass its step.
+    c = MODEL_PRESETS["tiny"]
+    assert c.peptide_bond_weight == 0.1 and c.peptide_bond_start == 0.8
+    for r in read_metrics(out):
+        core = (c.trans_weight * r["trans_loss"] + c.rot_weight * r["rot_loss"] + c.fape_weight * r["fape_loss"]
+                + c.plddt_weight * r["plddt_loss"])
+        late = r["step"] - 1 >= round(c.peptide_bond_start * SCHEDULE_STEPS)  # from step index 160
+        np.testing.assert_allclose(r["loss"], core + (0.1 * r["peptide_bond_loss"] if late else 0.0), rtol=1e-5,
+                                   err_msg=f"step {r['step']}")
 
 
 def test_killed_run_resumes_exactly(tmp_path, compile_cache):

@@ -125,7 +125,10 @@ def make_parallel_train_step(config, optimizer, parallel: DataParallel, attentio
         key = jax.random.fold_in(train_key, step_index)
         B, L = batch["sequence"].shape
         noise = draw_train_noise_for(config, key, B, L, batch["coords_CA"].dtype)
-        progress = None if total_steps is None else step_index / total_steps
+        # The share of the run at the middle of this step: float32 division rounds 160 / 200 to
+        # 0.79999995, so a term that starts at 0.8 would start a step late; half a step of margin
+        # makes it start at step round(start · total_steps) exactly.
+        progress = None if total_steps is None else (step_index + 0.5) / total_steps
         if grad_accum == 1:
             return train_step(params, opt_state, batch, noise, config=config, optimizer=optimizer,
                               attention_mask=attention_mask, compute_dtype=compute_dtype, progress=progress)

@@ -102,9 +102,9 @@ def loss_fn(params, batch, noise: TrainNoise, config: ModelConfig, attention_mas
     the parts' losses then add up to the whole batch's); None: this batch's own.
     compute_dtype: bfloat16 runs the model in bfloat16 on a cast copy of the float32 params
     (mixed_precision.py); the losses stay float32. None: the params' dtype.
-    progress: the share of the run's optimiser steps done before this one (a traced scalar),
-    for the terms that start late (peptide_bond_start); None: outside a scheduled run, every
-    term is on.
+    progress: the share of the run's optimiser steps done at this one (a traced scalar; the
+    trainer passes (step + 0.5) / total_steps), for the terms that start late
+    (peptide_bond_start); None: outside a scheduled run, every term is on.
     """
     model = AlphaFold2(config)
     params = cast_floating(params, compute_dtype)
