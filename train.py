@@ -76,6 +76,8 @@ _OVERRIDES = [
         ("--output-dir", "output_dir", str, "checkpoints, metrics.jsonl and the final model"),
         ("--log-every", "log_every", int, "log a line and a metrics.jsonl record every N steps"),
         ("--checkpoint-every", "checkpoint_every_epochs", int, "checkpoint every N epochs"),
+        ("--checkpoint-every-steps", "checkpoint_every_steps", int,
+         "also checkpoint every N optimiser steps, mid-epoch too (0: off)"),
         ("--keep", "keep_checkpoints", int, "keep the N most recent checkpoints"),
         ("--eval-every", "eval_every_epochs", int,
          "every N epochs sample each training protein once (and up to --eval-max-proteins of "
@@ -84,6 +86,10 @@ _OVERRIDES = [
         ("--eval-steps", "eval_steps", int, "reverse-diffusion steps of those samples"),
         ("--eval-dir", "eval_dir", str, "also evaluate on proteins from this directory (not trained on)"),
         ("--eval-max-proteins", "eval_max_proteins", int, "at most this many proteins of --eval-dir"),
+        ("--eval-every-steps", "eval_every_steps", int,
+         "also evaluate every N optimiser steps, mid-epoch too (0: off)"),
+        ("--eval-train-proteins", "eval_train_proteins", "optional_int",
+         "evaluate at most this many training proteins ('none': all of them)"),
         ("--tensorboard", "tensorboard", "bool",
          "also write the logged metrics as TensorBoard event files into OUTPUT_DIR/tensorboard "
          "(view with: tensorboard --logdir OUTPUT_DIR); --no-tensorboard: metrics.jsonl only"),
@@ -109,6 +115,12 @@ _OVERRIDES = [
         ("--peptide-bond-start", "peptide_bond_start", float,
          "the peptide-bond loss is on after this share of the run's optimiser steps (0: from "
          "the first step)"),
+        ("--distogram-weight", "distogram_weight", float,
+         "weight of AlphaFold 2's distogram loss: a head on the pair representation predicts "
+         "binned CB-CB distances (0: no head, the reference)"),
+        ("--plddt-rollout-steps", "plddt_rollout_steps", int,
+         "train the pLDDT head on K-step reverse-diffusion rollouts from pure noise, the "
+         "structures sampling gives (0: on the one-step prediction, the reference)"),
     ]),
     ("Scale (docs/distributed.md)", [
         ("--grad-accum", "grad_accum", int,
@@ -345,7 +357,7 @@ def main(argv=None) -> int:
         if args.max_steps is not None and args.max_steps < 1:
             raise ConfigError(f"--max-steps must be positive, got {args.max_steps}")
         evaluator = None
-        if config.eval_every_epochs:
+        if config.eval_every_epochs or config.eval_every_steps:
             from nanoaf2_jax.evaluation.during_training import TrainingEvaluator
 
             evaluator = TrainingEvaluator(config.eval_steps, seed=config.seed, eval_dir=config.eval_dir,

@@ -8,6 +8,7 @@ from .model_config import ModelConfig
 from .denoiser import Conditioning, DiffusionModule
 from .pairformer import InputEmbedding, PairformerBlock, PLDDTHead
 from .confidence import StructureConfidenceHead
+from .distogram import DistogramHead
 from ..geometry.rigid import Rigid
 
 
@@ -27,6 +28,8 @@ class AlphaFold2(nn.Module):
             self.confidence_head = StructureConfidenceHead(c.num_plddt_bins)
         else:
             self.plddt_head = PLDDTHead(c.c_s, c.num_plddt_bins)
+        if c.distogram_weight > 0:  # parameters only where the loss uses them
+            self.distogram_head = DistogramHead()
 
     def trunk(self, sequence, residue_index, mask=None):
         """Sequence [B, L] -> (single [B, L, c_s], pair [B, L, L, c_z])."""
@@ -48,9 +51,15 @@ class AlphaFold2(nn.Module):
             return self.confidence_head(single, pair, ca, mask)
         return self.plddt_head(single)
 
+    def distogram_logits(self, pair):
+        """CB-CB distance logits [B, L, L, 64] (ModelConfig.distogram_weight > 0 only)."""
+        return self.distogram_head(pair)
+
     def __call__(self, sequence, residue_index, noisy: Rigid, t, mask=None):
         """One full pass (used for initialisation): trunk, denoiser, pLDDT logits."""
         single, pair = self.trunk(sequence, residue_index, mask)
+        if self.config.distogram_weight > 0:
+            self.distogram_logits(pair)  # creates its parameters
         pred = self.diffusion_module(noisy, t, single, pair, mask)
         return pred, self.plddt_logits(single, pair, pred.trans, mask)
 

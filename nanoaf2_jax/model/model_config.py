@@ -20,7 +20,8 @@ EXTENSION_FIELDS = ("center_coords", "coord_scale", "rotation_noise", "rot_sigma
                     "rotation_update", "translation_update", "rotation_base", "rotation_head", "fape_atoms",
                     "plddt_head", "plddt_target", "sampling_eta", "diffusion_multiplicity",
                     "plddt_decoys", "train_t_exponent", "peptide_bond_weight",
-                    "peptide_bond_max_t", "peptide_bond_start")
+                    "peptide_bond_max_t", "peptide_bond_start", "distogram_weight",
+                    "plddt_rollout_steps")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +105,18 @@ class ModelConfig:
     # the first step). Measured: from the start it slows the fold (100 epochs: CA-RMSD 1.10 Å
     # against 0.51 Å at weight 0.1); on a model that folds it makes the bonds exact.
     peptide_bond_start: float = 0.0
+    # Weight of AlphaFold 2's distogram loss (suppl. 1.9.8): a linear head on the symmetrised pair
+    # representation predicts the binned CB-CB distance of every residue pair (64 bins, 2-22 Å),
+    # scored by cross-entropy. It trains the trunk on every pair's geometry directly, not only
+    # through what the denoiser makes of it. 0: no head, no parameters (the reference).
+    distogram_weight: float = 0.0
+    # Train the pLDDT head on the structures sampling gives, not on one-step predictions: K
+    # reverse steps from pure noise (t = 1) by the detached model, the head scored on the last
+    # one's lDDT-Cα (AlphaFold 3's mini-rollout, suppl. 4.1). A one-step prediction from a noisy
+    # native at small t is near the native whether or not the model knows the fold, so a head
+    # trained on them says "confident" for any sequence. 0: the one-step prediction (the
+    # reference's target structure).
+    plddt_rollout_steps: int = 0
 
     def __post_init__(self):
         for name, allowed in (("rotation_update", ROTATION_UPDATES), ("rotation_noise", ROTATION_NOISES),
@@ -129,6 +142,13 @@ class ModelConfig:
             raise ValueError(f"peptide_bond_max_t must be in (0, 1], got {self.peptide_bond_max_t!r}")
         if not 0 <= self.peptide_bond_start < 1:
             raise ValueError(f"peptide_bond_start must be in [0, 1), got {self.peptide_bond_start!r}")
+        if not self.distogram_weight >= 0:
+            raise ValueError(f"distogram_weight must be >= 0, got {self.distogram_weight!r}")
+        if not (isinstance(self.plddt_rollout_steps, int) and self.plddt_rollout_steps >= 0):
+            raise ValueError(f"plddt_rollout_steps must be an integer >= 0, got {self.plddt_rollout_steps!r}")
+        if self.plddt_rollout_steps and self.plddt_head != "structure":
+            raise ValueError("plddt_rollout_steps needs plddt_head='structure' (a head that reads the "
+                             "structure it judges)")
         if not self.coord_scale > 0:
             raise ValueError(f"coord_scale must be positive, got {self.coord_scale!r}")
         if not self.rot_sigma_max > 0:
@@ -182,6 +202,10 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
     # time), and for the last 20% of the run a peptide-bond term (weight 0.1) that makes the
     # C(i)-N(i+1) bonds exact. docs/accuracy.md has the ablations.
     "default": DEFAULT_LEVERS,
+    # The many-chain recipe (configs.py `chains`): default's diffusion, plus AlphaFold 2's
+    # distogram loss (weight 0.3, as in AlphaFold 2 beside its FAPE of the same scale as ours)
+    # and a pLDDT head trained on 10-step rollouts, the structures sampling gives.
+    "chains": dataclasses.replace(DEFAULT_LEVERS, distogram_weight=0.3, plddt_rollout_steps=10),
     # Small enough that a CPU step takes milliseconds: smoke runs and tests.
     "tiny": dataclasses.replace(DEFAULT_LEVERS, c_s=32, c_z=16, c_atom=32, num_pairformer_blocks=1,
                                 num_denoise_blocks=1, denoise_heads=4, diffusion_multiplicity=1),

@@ -70,6 +70,9 @@ class TrainConfig:
     seed: int = 42
     log_every: int = 50
     checkpoint_every_epochs: int = 10
+    # Also checkpoint every N optimiser steps, mid-epoch too (0: only every
+    # checkpoint_every_epochs): an epoch of thousands of chains is hours on a CPU.
+    checkpoint_every_steps: int = 0
     keep_checkpoints: int = 3
     # Also write the metrics.jsonl numbers as TensorBoard event files into <output_dir>/tensorboard.
     tensorboard: bool = True
@@ -80,6 +83,11 @@ class TrainConfig:
     eval_steps: int = 25
     eval_dir: str | None = None
     eval_max_proteins: int = 4
+    # Also evaluate every N optimiser steps, mid-epoch too (0: only every eval_every_epochs).
+    eval_every_steps: int = 0
+    # Evaluate at most this many training proteins (the first of the data source); None: all of
+    # them (the eight of the reference set; thousands of chains would take hours).
+    eval_train_proteins: int | None = None
     # Structures to download into data/pdb and train on; ignored when data_dir is set.
     pdb_ids: tuple[str, ...] = tuple(REFERENCE_PDB_IDS)
     # Train on every structure file in this directory instead (nothing is downloaded), or on the
@@ -128,6 +136,14 @@ class TrainConfig:
                 or self.eval_every_epochs < 0:
             raise ConfigError(f"eval_every_epochs must be 0 (off) or a positive integer, got "
                               f"{self.eval_every_epochs!r}")
+        for name in ("checkpoint_every_steps", "eval_every_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"{name} must be 0 (off) or a positive integer, got {value!r}")
+        if self.eval_train_proteins is not None and (
+                not isinstance(self.eval_train_proteins, int) or self.eval_train_proteins < 0):
+            raise ConfigError(f"eval_train_proteins must be None (all) or an integer >= 0, got "
+                              f"{self.eval_train_proteins!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.precision not in PRECISIONS:

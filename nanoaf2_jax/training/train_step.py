@@ -15,8 +15,10 @@ import jax.numpy as jnp
 import optax
 
 from ..model.model_config import ModelConfig
-from ..diffusion.se3 import (FrameNoise, draw_frame_noise, from_diffusion_space, se3_forward_marginal,
-                             to_diffusion_space)
+from ..diffusion.se3 import (FrameNoise, draw_frame_noise, from_diffusion_space, igso3_from_normals,
+                             r3_alpha_bar, se3_forward_marginal, se3_reverse_step, to_diffusion_space,
+                             uniform_rotation_from_normals)
+from ..model.distogram import distogram_loss
 from ..model.losses import fape, frame_loss, peptide_bond_loss, peptide_bond_mask, plddt_loss
 from ..model.alphafold2 import AlphaFold2
 from ..geometry.residue_constants import AA_VOCAB
@@ -37,14 +39,23 @@ class DecoyNoise(NamedTuple):
     frames: FrameNoise  # [B, L]        the t = 1 noise the decoy is denoised from
 
 
+class RolloutNoise(NamedTuple):
+    """The draws of one reverse-diffusion rollout per batch row (ModelConfig.plddt_rollout_steps):
+    what sampling.SampleNoise holds for one sample."""
+
+    start: FrameNoise  # [B, L]            the t = 1 frames (rotation normals, translation normal)
+    trans_steps: jnp.ndarray  # [K - 1, B, L, 3]  one translation normal per step with t_next > 0
+
+
 class TrainNoise(NamedTuple):
     t: jnp.ndarray  # [B], or [B, M] with diffusion multiplicity M > 1
     frames: FrameNoise  # [B, L] ([B, M, L] with M > 1), [..., 3], [..., 3]
     decoy: DecoyNoise | None = None
+    rollout: RolloutNoise | None = None
 
 
 def draw_train_noise(key, batch_size: int, length: int, dtype=jnp.float32, multiplicity: int = 1,
-                     decoys: bool = False) -> TrainNoise:
+                     decoys: bool = False, rollout_steps: int = 0) -> TrainNoise:
     """multiplicity 1 and no decoys: the draws the reference's distributions make (and the
     same values as before either field existed). Per-row noise keeps the batch axis first, so
     splitting the batch (devices, micro-batches) splits its noise with it."""
@@ -57,13 +68,19 @@ def draw_train_noise(key, batch_size: int, length: int, dtype=jnp.float32, multi
                            jax.random.uniform(k[1], (batch_size, length), dtype),
                            jax.random.randint(k[2], (batch_size, length), 0, NUM_AMINO_ACIDS),
                            draw_frame_noise(k[3], (batch_size, length), dtype))
+    rollout = None
+    if rollout_steps:
+        k = jax.random.split(jax.random.fold_in(key, 2))
+        rollout = RolloutNoise(draw_frame_noise(k[0], (batch_size, length), dtype),
+                               jax.random.normal(k[1], (rollout_steps - 1, batch_size, length, 3), dtype))
     return TrainNoise(jax.random.uniform(k_t, rows, dtype), draw_frame_noise(k_frames, (*rows, length), dtype),
-                      decoy)
+                      decoy, rollout)
 
 
 def draw_train_noise_for(config: ModelConfig, key, batch_size: int, length: int, dtype=jnp.float32) -> TrainNoise:
-    """draw_train_noise with the shapes `config` asks for (multiplicity, decoys)."""
-    return draw_train_noise(key, batch_size, length, dtype, config.diffusion_multiplicity, config.plddt_decoys)
+    """draw_train_noise with the shapes `config` asks for (multiplicity, decoys, rollout)."""
+    return draw_train_noise(key, batch_size, length, dtype, config.diffusion_multiplicity, config.plddt_decoys,
+                            config.plddt_rollout_steps)
 
 
 def residue_index_of(batch):
@@ -114,6 +131,7 @@ def loss_fn(params, batch, noise: TrainNoise, config: ModelConfig, attention_mas
         res_total = pair_total = bond_total = None
     else:
         res_total, pair_total, bond_total = (x.astype(dtype) for x in totals)
+    row_res_total, row_pair_total = res_total, pair_total  # per trunk row (distogram, rollout)
     mask = batch["mask"]
     model_mask = mask if attention_mask else None
     true_frames = frames_from_backbone(batch["coords_N"], batch["coords_CA"], batch["coords_C"])
@@ -149,13 +167,24 @@ def loss_fn(params, batch, noise: TrainNoise, config: ModelConfig, attention_mas
                                      config.rotation_noise)
         # The pair-bias logits once per row, repeated for its M samples (M = 1: what
         # diffusion_module(noisy, t, single, pair) computes, operation for operation).
-        pred = m.denoise(noisy, t, rep(m.condition(single, pair, model_mask)))
+        cond = m.condition(single, pair, model_mask)
+        pred = m.denoise(noisy, t, rep(cond))
         pred_a = to_angstrom(pred)
+        disto = m.distogram_logits(pair) if config.distogram_weight > 0 else None
+        if config.plddt_rollout_steps:
+            return pred, pred_a, None, disto, (single, pair, cond)
         # The structure head judges this one-step prediction: across t it sees structures of
         # every quality, each scored against its own lDDT-Cα.
-        return pred, pred_a, m.plddt_logits(rep(single), rep(pair), pred_a.trans, rep(mask))
+        return pred, pred_a, m.plddt_logits(rep(single), rep(pair), pred_a.trans, rep(mask)), disto, None
 
-    pred, pred_a, logits = nn_apply(model, params, run)
+    pred, pred_a, logits, disto, trunk_out = nn_apply(model, params, run)
+    extra = {}
+    if config.plddt_rollout_steps:
+        single, pair, cond = jax.lax.stop_gradient(trunk_out)
+        roll_ca = _rollout_ca(model, jax.lax.stop_gradient(params), cond, noise.rollout, config, to_angstrom)
+        logits = nn_apply(model, params, lambda m: m.plddt_logits(single, pair, roll_ca, mask))
+        extra["plddt_loss"] = plddt_loss(logits.astype(roll_ca.dtype), roll_ca, true_ca, mask,
+                                         config.plddt_target, row_res_total)
     logits = logits.astype(pred.trans.dtype)  # bfloat16 under mixed precision; losses in float32
     mask_m = rep(mask)
     trans, rot = frame_loss(pred, rep(diff_frames), mask_m, res_total)
@@ -169,8 +198,12 @@ def loss_fn(params, batch, noise: TrainNoise, config: ModelConfig, attention_mas
                       total=None if pair_total is None else 3 * pair_total)
     else:
         fape_l = fape(pred_a, rep(true_a), pred_ca, rep(true_ca), mask_m, total=pair_total)
-    plddt_l = plddt_loss(logits, pred_ca, rep(true_ca), mask_m, config.plddt_target, res_total)
-    extra = {}
+    if config.plddt_rollout_steps:
+        plddt_l = extra.pop("plddt_loss")
+    else:
+        plddt_l = plddt_loss(logits, pred_ca, rep(true_ca), mask_m, config.plddt_target, res_total)
+    if disto is not None:
+        extra["distogram_loss"] = distogram_loss(disto, *backbone_from_frames(true_a), mask, row_pair_total)
     if config.peptide_bond_weight > 0:
         bonds = rep(peptide_bond_mask(mask, batch.get("residue_index")))
         low_t = None if config.peptide_bond_max_t >= 1 else (t < config.peptide_bond_max_t)
@@ -189,9 +222,37 @@ def loss_fn(params, batch, noise: TrainNoise, config: ModelConfig, attention_mas
         if progress is not None and config.peptide_bond_start > 0:
             weight = jnp.where(progress >= config.peptide_bond_start, weight, 0.0).astype(total.dtype)
         total = total + weight * extra["peptide_bond_loss"]
+    if disto is not None:
+        total = total + config.distogram_weight * extra["distogram_loss"]
     metrics = {"loss": total, "fape_loss": fape_l, "trans_loss": trans, "rot_loss": rot, "plddt_loss": plddt_l,
                **extra}
     return total, metrics
+
+
+def _rollout_ca(model, params, cond, noise: RolloutNoise, config: ModelConfig, to_angstrom):
+    """CA atoms (Å) [B, L, 3] of K reverse steps from t = 1, as sampling.sample takes them (the
+    same start, steps and last one-step prediction), for each row's conditioning `cond`."""
+    dtype = noise.trans_steps.dtype
+    K = noise.trans_steps.shape[0] + 1
+    B = noise.start.trans.shape[0]
+    if config.rotation_noise == "igso3":
+        rots = uniform_rotation_from_normals(noise.start.rot_omega, noise.start.rot_axis)
+    else:
+        rots = igso3_from_normals(jnp.asarray(config.rot_sigma_max, dtype), noise.start.rot_omega,
+                                  noise.start.rot_axis)
+    frames = Rigid(rots, jnp.sqrt(1 - r3_alpha_bar(jnp.ones((), dtype))) * noise.start.trans)
+    timesteps = jnp.linspace(1.0, 0.0, K + 1, dtype=dtype)
+
+    def denoise(frames, t):
+        return nn_apply(model, params, lambda m: m.denoise(frames, jnp.full((B,), t, dtype), cond))
+
+    def step(frames, inputs):
+        t_now, t_next, trans_normal = inputs
+        return se3_reverse_step(frames, denoise(frames, t_now), t_now, t_next, trans_normal,
+                                config.rot_sigma_max, config.sampling_eta), None
+
+    frames, _ = jax.lax.scan(step, frames, (timesteps[:-2], timesteps[1:-1], noise.trans_steps))
+    return to_angstrom(denoise(frames, timesteps[-2])).trans
 
 
 def _decoy_plddt_loss(model, params, batch, decoy: DecoyNoise, diff_frames: Rigid, true_ca, config,

@@ -177,8 +177,9 @@ class _Run:
             epoch_index, offset = divmod(step, self.spe)
             epoch_rng_state = rng.bit_generator.state
             order = self.plan.epoch_order(rng)
+            mark = False  # a mid-epoch checkpoint or evaluation is due
             for indices in order[offset:]:
-                if step >= self.stop_step:
+                if step >= self.stop_step or mark:
                     break
                 batch = self.parallel.put_batch(self.plan.batch(indices))
                 self.shapes.add(batch["sequence"].shape)
@@ -190,15 +191,20 @@ class _Run:
                 bar.update(1)
                 if step % cfg.log_every == 0:
                     self.metrics.fetch(metrics_log, bar, self.state.last_checkpoint)
+                mark = _every(step, cfg.checkpoint_every_steps) or _every(step, cfg.eval_every_steps)
             at_epoch_end = step % self.spe == 0
-            if step >= self.stop_step or (
+            if not at_epoch_end:
+                # The rest of this epoch is drawn again from its start state (as on --resume).
+                rng.bit_generator.state = epoch_rng_state
+            if step >= self.stop_step or _every(step, cfg.checkpoint_every_steps) or (
                     at_epoch_end and (step // self.spe) % cfg.checkpoint_every_epochs == 0):
                 # Never checkpoint past a non-finite step.
                 self.metrics.fetch(metrics_log, bar, self.state.last_checkpoint)
                 rng_state = rng.bit_generator.state if at_epoch_end else epoch_rng_state
                 self.state.save(step, params, opt_state, rng_state, train_key,
                                 loader_state=getattr(self.plan, "iterator_state", lambda: None)())
-            if at_epoch_end and cfg.eval_every_epochs and (step // self.spe) % cfg.eval_every_epochs == 0:
+            if (at_epoch_end and cfg.eval_every_epochs and (step // self.spe) % cfg.eval_every_epochs == 0) \
+                    or _every(step, cfg.eval_every_steps):
                 self.evaluate(params, step, metrics_log, bar)
         self.metrics.fetch(metrics_log, bar, self.state.last_checkpoint)
         return params, opt_state, step
@@ -212,7 +218,10 @@ class _Run:
         epoch = step // self.spe
         if jax.process_count() > 1:  # sample on this process alone, from a host copy
             params = jax.device_get(params)
-        record = evaluator(params, self.config.model, self.proteins, step, epoch)
+        proteins = self.proteins
+        if self.config.eval_train_proteins is not None:
+            proteins = proteins[:self.config.eval_train_proteins]
+        record = evaluator(params, self.config.model, proteins, step, epoch)
         metrics_log.write({"step": step, "epoch": epoch, **record, "time": time.time()})
         if "eval/train/ca_rmsd_mean" in record:
             self.metrics.postfix["rmsd"] = f"{record['eval/train/ca_rmsd_mean']:.2f}A"
@@ -236,6 +245,10 @@ def train(config: TrainConfig, options: RunOptions = RunOptions(), proteins=None
     """Train (or resume) one run. `proteins` overrides the config's data source (tests)."""
     log = logger or _LOG
     return _Run(config, options, training_data(config, options, log, proteins), log).run()
+
+
+def _every(step: int, every: int) -> bool:
+    return bool(every) and step % every == 0
 
 
 @contextlib.contextmanager
