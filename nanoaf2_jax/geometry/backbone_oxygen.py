@@ -63,7 +63,7 @@ def peptide_bonded(n, c, residue_index=None):
     if residue_index is not None:
         residue_index = jnp.asarray(residue_index)
         bonded = bonded & (residue_index[..., 1:] - residue_index[..., :-1] == 1)
-    return jnp.concatenate([bonded, jnp.zeros_like(bonded[..., :1])], axis=-1)
+    return jnp.concatenate([bonded, jnp.zeros((*bonded.shape[:-1], 1), bool)], axis=-1)
 
 
 def backbone_oxygen(n, ca, c, residue_index=None):
