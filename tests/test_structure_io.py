@@ -125,12 +125,17 @@ def test_plot_prediction(tmp_path):
     pytest.importorskip("matplotlib")
     from nanoaf2_jax.evaluation.plots import plot_prediction
 
-    _, _, ca, _, plddt = synthetic_backbone(length=40)
+    codes, n, ca, c, plddt = synthetic_backbone(length=40)
     pred = ca + np.random.default_rng(1).normal(scale=1.0, size=ca.shape)
     path = tmp_path / "pred.png"
     plot_prediction(path, pred, ca, plddt, title="test")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert os.listdir(tmp_path) == ["pred.png"]
+    # With backbones the secondary-structure tracks and the superposition are drawn too.
+    plot_prediction(path, pred, ca, plddt, title="test", pred_backbone=(n, pred, c),
+                    native_backbone=(n, ca, c), sequence=codes)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    plot_prediction(path, pred, None, plddt, pred_backbone=(n, pred, c))  # no native
 
 
 def test_modelcif_round_trip_with_plddt_as_quality_metrics(tmp_path):
