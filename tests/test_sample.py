@@ -151,7 +151,7 @@ def test_cli_writes_structures_and_summary(tmp_path, ckpt, tiny_params, capsys):
         st = gemmi.read_structure(str(path))
         chain = st[0][0]
         assert gemmi.one_letter_code([r.name for r in chain]) == SEQ
-        assert [a.name for a in chain[0]] == ["N", "CA", "C"]
+        assert [a.name for a in chain[0]] == ["N", "CA", "C", "O"]
         back = read_backbone(path)
         for atom in ("N", "CA", "C"):
             np.testing.assert_allclose(back[f"coords_{atom}"], expected[f"coords_{atom}"][k],

@@ -33,6 +33,8 @@ def test_round_trip(tmp_path, name):
     np.testing.assert_array_equal(out["sequence"], codes)
     for key, ref in (("coords_N", n), ("coords_CA", ca), ("coords_C", c)):
         np.testing.assert_allclose(out[key], ref, atol=1e-3, rtol=0)
+    # O is written (rebuilt from N, CA, C) and reads back at the C=O length.
+    assert np.all(np.abs(np.linalg.norm(out["coords_O"] - c, axis=-1) - 1.231) < 2e-3)
     np.testing.assert_allclose(out["bfactor"], 100.0 * plddt, atol=0.01, rtol=0)
     assert out["header_lines"] == HEADER
     assert os.listdir(tmp_path) == [name]
@@ -45,13 +47,20 @@ def test_file_layout(tmp_path):
     write_backbone(cif, codes, n, ca, c, plddt=plddt, header_lines=HEADER)
 
     pdb_lines = pdb.read_text().splitlines()
-    assert pdb_lines[0].startswith("REMARK 250 nanoaf2-jax checkpoint=")
+    # mkdssp 4 (libcifpp) reads a file as PDB only if its first record is HEADER; CRYST1 is the
+    # "no crystal" cell AlphaFold and ColabFold write, before the first ATOM.
+    assert pdb_lines[0].startswith("HEADER    PREDICTED MODEL")
+    assert pdb_lines[1].startswith("REMARK 250 nanoaf2-jax checkpoint=")
+    cryst1 = [i for i, line in enumerate(pdb_lines) if line.startswith("CRYST1")]
+    assert len(cryst1) == 1 and pdb_lines[cryst1[0]].startswith(
+        "CRYST1    1.000    1.000    1.000  90.00  90.00  90.00 P 1")
     atoms = [line for line in pdb_lines if line.startswith("ATOM")]
-    assert len(atoms) == 12
-    assert [a[12:16].strip() for a in atoms[:3]] == ["N", "CA", "C"]
-    assert [a[76:78].strip() for a in atoms[:3]] == ["N", "C", "C"]
+    assert cryst1[0] < pdb_lines.index(atoms[0])
+    assert len(atoms) == 16
+    assert [a[12:16].strip() for a in atoms[:4]] == ["N", "CA", "C", "O"]
+    assert [a[76:78].strip() for a in atoms[:4]] == ["N", "C", "C", "O"]
     assert {a[21] for a in atoms} == {"A"}
-    assert [int(a[22:26]) for a in atoms[::3]] == [1, 2, 3, 4]
+    assert [int(a[22:26]) for a in atoms[::4]] == [1, 2, 3, 4]
     assert all(float(a[54:60]) == 1.0 for a in atoms)
     assert all(len(line) <= 80 for line in pdb_lines)
 
@@ -61,9 +70,9 @@ def test_file_layout(tmp_path):
     doc = gemmi.cif.read(str(cif))  # a strict CIF parse, not just gemmi's structure reader
     block = doc.sole_block()
     assert "checkpoint=ckpt/step_1000" in block.find_value("_ma_protocol_step.details")
-    assert list(block.find_loop("_atom_site.label_atom_id"))[:3] == ["N", "CA", "C"]
-    assert list(block.find_loop("_atom_site.label_seq_id"))[::3] == ["1", "2", "3", "4"]
-    assert set(block.find_loop("_atom_site.type_symbol")) == {"N", "C"}
+    assert list(block.find_loop("_atom_site.label_atom_id"))[:4] == ["N", "CA", "C", "O"]
+    assert list(block.find_loop("_atom_site.label_seq_id"))[::4] == ["1", "2", "3", "4"]
+    assert set(block.find_loop("_atom_site.type_symbol")) == {"N", "C", "O"}
 
 
 def test_unknown_residue_and_no_plddt(tmp_path):
@@ -116,12 +125,17 @@ def test_plot_prediction(tmp_path):
     pytest.importorskip("matplotlib")
     from nanoaf2_jax.evaluation.plots import plot_prediction
 
-    _, _, ca, _, plddt = synthetic_backbone(length=40)
+    codes, n, ca, c, plddt = synthetic_backbone(length=40)
     pred = ca + np.random.default_rng(1).normal(scale=1.0, size=ca.shape)
     path = tmp_path / "pred.png"
     plot_prediction(path, pred, ca, plddt, title="test")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert os.listdir(tmp_path) == ["pred.png"]
+    # With backbones the secondary-structure tracks and the superposition are drawn too.
+    plot_prediction(path, pred, ca, plddt, title="test", pred_backbone=(n, pred, c),
+                    native_backbone=(n, ca, c), sequence=codes)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    plot_prediction(path, pred, None, plddt, pred_backbone=(n, pred, c))  # no native
 
 
 def test_modelcif_round_trip_with_plddt_as_quality_metrics(tmp_path):
@@ -144,8 +158,10 @@ def test_modelcif_round_trip_with_plddt_as_quality_metrics(tmp_path):
     (group,) = system.model_groups
     (model,) = list(group)
     atoms = list(model.get_atoms())
-    assert [a.atom_id for a in atoms[:3]] == ["N", "CA", "C"]
-    np.testing.assert_allclose([[a.x, a.y, a.z] for a in atoms[1::3]], ca, atol=1e-3)
+    assert [a.atom_id for a in atoms[:4]] == ["N", "CA", "C", "O"]
+    np.testing.assert_allclose([[a.x, a.y, a.z] for a in atoms[1::4]], ca, atol=1e-3)
+    # B-factors stay pLDDT x 100 on every atom, O included.
+    np.testing.assert_allclose([a.biso for a in atoms], np.repeat(100 * np.asarray(plddt), 4), atol=1e-3)
     local = [m for m in model.qa_metrics if isinstance(m, modelcif.qa_metric.Local)]
     glob = [m for m in model.qa_metrics if isinstance(m, modelcif.qa_metric.Global)]
     assert [m.residue.seq_id for m in local] == [1, 2, 3, 4, 5]
@@ -155,4 +171,5 @@ def test_modelcif_round_trip_with_plddt_as_quality_metrics(tmp_path):
     assert "checkpoint=ckpt/step_1000" in details
     back = read_backbone(path)  # gemmi
     np.testing.assert_allclose(back["coords_CA"], ca, atol=1e-3)
+    np.testing.assert_allclose(back["coords_O"], [[a.x, a.y, a.z] for a in atoms[3::4]], atol=1e-3)
     np.testing.assert_allclose(back["bfactor"], 100 * np.asarray(plddt), atol=1e-3)

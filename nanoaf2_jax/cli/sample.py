@@ -133,7 +133,9 @@ def run(args) -> dict:
                 entry["best_sample"] = k
                 entry["plot"] = f"{rec.name}.png"
                 write_plot(stage / entry["plot"], rec.name, result["coords_CA"][k],
-                           native.coords_CA, result["plddt"][k], scores[k], k, args.num_samples)
+                           native.coords_CA, result["plddt"][k], scores[k], k, args.num_samples,
+                           pred_backbone=sample_backbone(result, k), native_backbone=native_backbone,
+                           sequence=rec.codes)
             summary["records"].append(entry)
             log(f"[{i + 1}/{len(records)}] {rec.name}: done in {seconds:.1f} s "
                 f"(mean pLDDT {mean_plddt:.1f})")

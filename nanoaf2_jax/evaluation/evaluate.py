@@ -150,7 +150,10 @@ def run(args) -> list[dict]:
                                           indices=[k])[0]
             entry["plot"] = f"{rec.name}.png"
             write_plot(stage / entry["plot"], rec.name, result["coords_CA"][k], protein.coords_CA,
-                       result["plddt"][k], entry["samples"][k], k, args.num_samples)
+                       result["plddt"][k], entry["samples"][k], k, args.num_samples,
+                       pred_backbone=sample_backbone(result, k),
+                       native_backbone=(protein.coords_N, protein.coords_CA, protein.coords_C),
+                       sequence=rec.codes)
             entries.append(entry)
             log(f"[{i + 1}/{len(records)}] {rec.name}: TM-score best "
                 f"{entry['tm_score_best']:.3f}, CA-RMSD best {entry['ca_rmsd_best']:.2f} Å "

@@ -1,4 +1,6 @@
-"""Prediction summary figure: predicted vs native CA distance maps and pLDDT along the chain.
+"""Prediction summary figure: predicted vs native CA distance maps, the predicted CA trace
+superposed on the native's in 3D (coloured by pLDDT), pLDDT along the chain, and predicted and
+native secondary structure (three states, evaluation/secondary_structure.py) under it.
 
 matplotlib (a dependency of the package) is imported only when a plot is requested, so the
 commands that draw nothing start without it.
@@ -11,7 +13,8 @@ import os
 
 import numpy as np
 
-from nanoaf2_jax.evaluation.metrics import distance_map
+from nanoaf2_jax.evaluation.metrics import apply_transform, distance_map, kabsch
+from nanoaf2_jax.evaluation.secondary_structure import secondary_structure
 from nanoaf2_jax.inference.structure_io import atomic_write_bytes
 
 
@@ -26,11 +29,84 @@ def _import_matplotlib():
     return Figure, FigureCanvasAgg
 
 
-def plot_prediction(path_png, pred_ca, native_ca, plddt, title="") -> None:
-    """Three panels: predicted and native CA distance maps on one colour scale, and pLDDT.
+# AlphaFold's pLDDT bands: (low, high, colour).
+_PLDDT_BANDS = ((0, 50, "#ff7d45"), (50, 70, "#ffdb13"), (70, 90, "#65cbf3"), (90, 100, "#0053d6"))
+_SS_COLOURS = {"H": "#d62728", "E": "#e8b100", "C": "#d9d9d9"}
+
+
+def _plddt_colour(value):
+    return next((c for lo, hi, c in _PLDDT_BANDS if value < hi), _PLDDT_BANDS[-1][2])
+
+
+def _draw_superposition(ax, pred_ca, native_ca, plddt):
+    """Native CA trace in grey, the prediction superposed on it (Kabsch on CA) coloured by pLDDT;
+    both turned to the native's principal axes so the view shows its widest extent."""
+    from mpl_toolkits.mplot3d.art3d import Line3DCollection
+
+    pred = np.asarray(pred_ca, np.float64)
+    if native_ca is not None:
+        native = np.asarray(native_ca, np.float64)
+        pred = apply_transform(pred, *kabsch(pred, native))
+        ref = native
+    else:
+        ref = pred
+    centre = ref.mean(axis=0)
+    _, _, axes = np.linalg.svd(ref - centre)
+    pred = (pred - centre) @ axes.T
+    if native_ca is not None:
+        native = (native - centre) @ axes.T
+        ax.plot(*native.T, color="0.55", lw=2.5, alpha=0.6, label="native")
+    segments = np.stack([pred[:-1], pred[1:]], axis=1)
+    colours = [_plddt_colour(0.5 * (a + b)) for a, b in zip(plddt[:-1], plddt[1:])]
+    ax.add_collection3d(Line3DCollection(segments, colors=colours, lw=2.0))
+    points = pred if native_ca is None else np.concatenate([pred, native])
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    half = 0.5 * float(np.max(hi - lo)) or 1.0
+    mid = 0.5 * (lo + hi)
+    for setter, m in zip((ax.set_xlim, ax.set_ylim, ax.set_zlim), mid):
+        setter(m - half, m + half)
+    ax.set_box_aspect((1, 1, 1))
+    ax.view_init(elev=20, azim=-60)
+    ax.set_xticklabels([])
+    ax.set_yticklabels([])
+    ax.set_zticklabels([])
+    ax.set_title("CA trace: prediction (pLDDT colours)\non native (grey), superposed")
+
+
+def _draw_secondary_structure(ax, tracks):
+    """One row per (label, 'HEC' string): helix red, strand yellow, coil grey."""
+    for row, (label, states) in enumerate(tracks):
+        for k, state in enumerate(states):
+            ax.add_patch(_rectangle((k + 0.5, row + 0.1), 1.0, 0.8 if state != "C" else 0.3,
+                                    _SS_COLOURS[state], row, state))
+    ax.set_yticks([r + 0.5 for r in range(len(tracks))], [label for label, _ in tracks])
+    ax.set_ylim(len(tracks), 0)
+    ax.set_xlabel("residue")
+    for state, name in (("H", "helix"), ("E", "strand"), ("C", "coil")):
+        ax.bar(0, 0, color=_SS_COLOURS[state], label=name)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    ax.set_title("secondary structure (3-state, DSSP H-bond rules; O rebuilt with ideal geometry)",
+                 fontsize=9)
+
+
+def _rectangle(xy, width, height, colour, row, state):
+    from matplotlib.patches import Rectangle
+
+    x, y = xy
+    if state == "C":  # a thin line for coil, centred in the row
+        y = row + 0.35
+    return Rectangle((x, y), width, height, color=colour, lw=0)
+
+
+def plot_prediction(path_png, pred_ca, native_ca, plddt, title="", pred_backbone=None,
+                    native_backbone=None, sequence=None) -> None:
+    """Distance maps (predicted, native, one colour scale), the 3D superposition, pLDDT, and
+    secondary structure of the prediction and the native.
 
     plddt is per residue, in [0, 1] or already in 0-100 (values above 1 are taken as 0-100).
-    native_ca may be None, in which case the native panel is left empty.
+    native_ca may be None, in which case the native panels are left empty. pred_backbone and
+    native_backbone are (N, CA, C) [L, 3] each; without them no secondary structure is drawn
+    for that structure. sequence (residue codes) leaves prolines without an N-H.
     """
     Figure, FigureCanvasAgg = _import_matplotlib()
     pred_map = distance_map(pred_ca)
@@ -42,9 +118,13 @@ def plot_prediction(path_png, pred_ca, native_ca, plddt, title="") -> None:
 
     vmax = max(pred_map.max(initial=0.0),
                0.0 if native_map is None else native_map.max(initial=0.0)) or 1.0
-    fig = Figure(figsize=(15, 4.6), dpi=100, layout="constrained")
+    fig = Figure(figsize=(15, 9.0), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
-    ax_pred, ax_native, ax_plddt = fig.subplots(1, 3, width_ratios=[1, 1, 1.25])
+    grid = fig.add_gridspec(3, 3, height_ratios=[4.6, 2.2, 1.0])
+    ax_pred, ax_native = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
+    ax_3d = fig.add_subplot(grid[0, 2], projection="3d")
+    ax_plddt = fig.add_subplot(grid[1, :])
+    ax_ss = fig.add_subplot(grid[2, :], sharex=ax_plddt)
 
     image = None
     for ax, dmap, name in ((ax_pred, pred_map, "Predicted"), (ax_native, native_map, "Native")):
@@ -62,17 +142,25 @@ def plot_prediction(path_png, pred_ca, native_ca, plddt, title="") -> None:
 
     residues = np.arange(1, plddt.size + 1)
     # AlphaFold's confidence bands, as a faint background.
-    for lo, hi, colour in ((0, 50, "#ff7d45"), (50, 70, "#ffdb13"), (70, 90, "#65cbf3"),
-                           (90, 100, "#0053d6")):
+    for lo, hi, colour in _PLDDT_BANDS:
         ax_plddt.axhspan(lo, hi, color=colour, alpha=0.12, lw=0)
     ax_plddt.plot(residues, plddt, color="black", lw=1.2)
     ax_plddt.set_xlim(0.5, max(plddt.size, 1) + 0.5)
     ax_plddt.set_ylim(0, 101)  # headroom so a line at 100 is not hidden by the frame
-    ax_plddt.set_xlabel("residue")
     ax_plddt.set_ylabel("pLDDT")
     mean = np.nanmean(plddt) if plddt.size else float("nan")
     ax_plddt.set_title(f"pLDDT (mean {mean:.1f})")
     ax_plddt.grid(alpha=0.3)
+
+    _draw_superposition(ax_3d, pred_ca, native_ca, plddt)
+    tracks = [(label, secondary_structure(*backbone, sequence=sequence))
+              for label, backbone in (("predicted", pred_backbone), ("native", native_backbone))
+              if backbone is not None]
+    if tracks:
+        _draw_secondary_structure(ax_ss, tracks)
+    else:
+        ax_ss.text(0.5, 0.5, "no backbone given", ha="center", va="center", transform=ax_ss.transAxes)
+        ax_ss.set_yticks([])
 
     if title:
         fig.suptitle(title)

@@ -79,9 +79,11 @@ def best_sample(scores: list[dict]) -> int:
     return max(range(len(scores)), key=lambda k: (scores[k]["tm_score"], -scores[k]["ca_rmsd"]))
 
 
-def write_plot(path, record_name: str, pred_ca, native_ca, plddt, scores: dict, k: int, n: int):
+def write_plot(path, record_name: str, pred_ca, native_ca, plddt, scores: dict, k: int, n: int,
+               pred_backbone=None, native_backbone=None, sequence=None):
     from .plots import plot_prediction
 
     title = (f"{record_name}: sample {k} (best of {n} by TM-score)  TM {scores['tm_score']:.3f}  "
              f"CA-RMSD {scores['ca_rmsd']:.2f} Å  lDDT {scores['lddt']:.3f}")
-    plot_prediction(path, pred_ca, native_ca, plddt, title=title)
+    plot_prediction(path, pred_ca, native_ca, plddt, title=title, pred_backbone=pred_backbone,
+                    native_backbone=native_backbone, sequence=sequence)

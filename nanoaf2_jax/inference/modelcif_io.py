@@ -23,7 +23,8 @@ import numpy as np
 from .. import __version__
 from ..geometry.residue_constants import AA_VOCAB
 
-_BACKBONE = (("N", "N"), ("CA", "C"), ("C", "C"))
+# The model's N, CA, C and the O that structure_io rebuilds from them (for secondary structure).
+_BACKBONE = (("N", "N"), ("CA", "C"), ("C", "C"), ("O", "O"))
 
 
 class _LocalPLDDT(modelcif.qa_metric.Local, modelcif.qa_metric.PLDDT):
@@ -39,7 +40,7 @@ class _GlobalPLDDT(modelcif.qa_metric.Global, modelcif.qa_metric.PLDDT):
 
 
 class _Backbone(modelcif.model.AbInitioModel):
-    """N, CA, C of one chain; B-factor = pLDDT × 100."""
+    """N, CA, C, O of one chain; B-factor = pLDDT × 100."""
 
     def __init__(self, asym, coords, bfactors, **kwargs):
         super().__init__(**kwargs)
@@ -63,9 +64,11 @@ def entity_sequence(codes) -> list:
 
 
 def modelcif_text(name, sequence_codes, coords, plddt, header_lines=()) -> str:
-    """The ModelCIF document of one predicted chain. coords: (N, CA, C), each [L, 3] in Å;
+    """The ModelCIF document of one predicted chain. coords: (N, CA, C, O), each [L, 3] in Å;
     plddt in [0, 1] per residue or None; header_lines (checkpoint, seed, steps) go into the
     protocol's details and, as before, into leading '#' comment lines."""
+    if len(coords) != len(_BACKBONE):
+        raise ValueError(f"coords holds {len(coords)} atoms per residue, expected N, CA, C, O")
     length = len(np.asarray(sequence_codes).reshape(-1))
     values = np.zeros(length) if plddt is None else 100.0 * np.asarray(plddt, np.float64).reshape(-1)
     details = "; ".join(header_lines)
@@ -78,7 +81,7 @@ def modelcif_text(name, sequence_codes, coords, plddt, header_lines=()) -> str:
         description="JAX/Flax port of nano-alphafold2: Pairformer trunk, SE(3) frame diffusion",
         location=None, type="program", version=__version__)
     system.software.append(software)
-    model = _Backbone(asym, coords, values, assembly=assembly, name=f"{name} backbone (N, CA, C)")
+    model = _Backbone(asym, coords, values, assembly=assembly, name=f"{name} backbone (N, CA, C, O)")
     if plddt is not None:
         for i in range(length):
             model.qa_metrics.append(_LocalPLDDT(asym.residue(i + 1), float(values[i])))

@@ -1,4 +1,9 @@
-"""Write and read backbone-only (N, CA, C) structures in PDB or mmCIF, via gemmi.
+"""Write and read backbone-only structures in PDB or mmCIF, via gemmi.
+
+Files are written with N, CA, C (the model's frames) and the carbonyl O placed from them with
+ideal geometry (geometry/backbone_oxygen.py), so that DSSP and viewers can assign secondary
+structure. PDB files start with HEADER and CRYST1 records (a 1 A cubic P 1 cell, as AlphaFold
+and ColabFold write for models), which strict readers such as mkdssp 4 require.
 
 Predicted models carry per-residue pLDDT (in [0, 1]) as B-factor x 100 on every atom, which is
 what structure viewers colour by. mmCIF is written as ModelCIF (modelcif_io.py), where pLDDT is
@@ -15,10 +20,15 @@ import secrets
 import gemmi
 import numpy as np
 
+from nanoaf2_jax.geometry.backbone_oxygen import backbone_oxygen
 from nanoaf2_jax.geometry.residue_constants import AA_1TO3, AA_3TO1, AA_TO_IDX, AA_VOCAB, UNK_IDX
 from nanoaf2_jax.inference.modelcif_io import modelcif_text
 
-BACKBONE_ATOMS = (("N", "N"), ("CA", "C"), ("C", "C"))  # (atom name, element)
+BACKBONE_ATOMS = (("N", "N"), ("CA", "C"), ("C", "C"))  # (atom name, element): what is read
+WRITTEN_ATOMS = BACKBONE_ATOMS + (("O", "O"),)  # what is written
+# HEADER's classification field (columns 11-50); its date and ID stay blank so that the same
+# sample gives the same bytes. mkdssp 4 reads a file as PDB only if it starts with HEADER.
+_PDB_CLASSIFICATION = "PREDICTED MODEL"
 _EXT_TO_FMT = {".pdb": "pdb", ".cif": "cif", ".mmcif": "cif"}
 _REMARK_PREFIX = "REMARK 250 "
 # PDB records are 80 columns wide; longer header lines are wrapped over several REMARKs.
@@ -62,21 +72,39 @@ def _header_lines(header_lines) -> list[str]:
     return [part for line in header_lines for part in str(line).splitlines()]
 
 
-def build_structure(sequence_codes, coords_N, coords_CA, coords_C, plddt=None,
-                    name="nanoaf2") -> gemmi.Structure:
-    codes = np.asarray(sequence_codes).reshape(-1)
-    length = codes.shape[0]
+def backbone_with_oxygen(coords_N, coords_CA, coords_C, length) -> list[np.ndarray]:
+    """[N, CA, C, O] as float64 [L, 3] after checking shapes and finiteness; O rebuilt with
+    ideal geometry (peptide plane, own frame at the chain's end and across breaks)."""
     coords = [_as_coords(n, x, length) for n, x in
               (("coords_N", coords_N), ("coords_CA", coords_CA), ("coords_C", coords_C))]
-    if plddt is None:
-        bfactor = np.zeros(length)
-    else:
-        bfactor = 100.0 * np.asarray(plddt, dtype=np.float64).reshape(-1)
-        if bfactor.shape != (length,):
-            raise ValueError(f"plddt has {bfactor.shape[0]} values for {length} residues")
+    # float64 numpy in, jax computes in float32: ~1e-5 A, far below PDB's 0.001 A.
+    return coords + [np.asarray(backbone_oxygen(*coords), dtype=np.float64)]
 
+
+def build_structure(sequence_codes, coords_N, coords_CA, coords_C, plddt=None,
+                    name="nanoaf2") -> gemmi.Structure:
+    """One model, chain A, residues 1..L with atoms N, CA, C, O; B-factor = pLDDT x 100."""
+    codes = np.asarray(sequence_codes).reshape(-1)
+    coords = backbone_with_oxygen(coords_N, coords_CA, coords_C, codes.shape[0])
+    return _structure(codes, coords, _bfactors(plddt, codes.shape[0]), name)
+
+
+def _bfactors(plddt, length) -> np.ndarray:
+    if plddt is None:
+        return np.zeros(length)
+    bfactor = 100.0 * np.asarray(plddt, dtype=np.float64).reshape(-1)
+    if bfactor.shape != (length,):
+        raise ValueError(f"plddt has {bfactor.shape[0]} values for {length} residues")
+    return bfactor
+
+
+def _structure(codes, coords, bfactor, name) -> gemmi.Structure:
     st = gemmi.Structure()
     st.name = name
+    st.info["_struct_keywords.pdbx_keywords"] = _PDB_CLASSIFICATION
+    # No crystal: the 1 A cubic P 1 cell is the PDB's convention for that (CRYST1 in the file).
+    st.cell = gemmi.UnitCell(1.0, 1.0, 1.0, 90.0, 90.0, 90.0)
+    st.spacegroup_hm = "P 1"
     model = gemmi.Model("1")
     chain = gemmi.Chain("A")
     names = [residue_name(c) for c in codes]
@@ -89,7 +117,7 @@ def build_structure(sequence_codes, coords_N, coords_CA, coords_C, plddt=None,
         # Explicit label_* ids so mmCIF gets label_asym_id 'A' and label_seq_id 1..L.
         res.subchain = "A"
         res.label_seq = i + 1
-        for (atom_name, element), xyz in zip(BACKBONE_ATOMS, coords):
+        for (atom_name, element), xyz in zip(WRITTEN_ATOMS, coords):
             atom = gemmi.Atom()
             atom.name = atom_name
             atom.element = gemmi.Element(element)
@@ -151,17 +179,19 @@ def atomic_write_text(path, text: str) -> None:
 
 def write_backbone(path, sequence_codes, coords_N, coords_CA, coords_C, plddt=None,
                    header_lines=(), fmt=None) -> None:
-    """Write one model, chain A, residues 1..L with atoms N, CA, C; B-factor = pLDDT x 100."""
+    """Write one model, chain A, residues 1..L with atoms N, CA, C and O (rebuilt from the
+    other three, backbone_with_oxygen); B-factor = pLDDT x 100."""
     fmt = resolve_format(path, fmt)
     header = _header_lines(header_lines)
     stem = os.path.splitext(os.path.basename(os.fspath(path)))[0] or "nanoaf2"
+    codes = np.asarray(sequence_codes).reshape(-1)
     # Validates shapes, finiteness and the pLDDT length for both formats.
-    st = build_structure(sequence_codes, coords_N, coords_CA, coords_C, plddt, name=stem)
+    coords = backbone_with_oxygen(coords_N, coords_CA, coords_C, codes.shape[0])
+    bfactor = _bfactors(plddt, codes.shape[0])
     if fmt == "pdb":
-        text = _pdb_text(st, header)
+        text = _pdb_text(_structure(codes, coords, bfactor, stem), header)
     else:
-        coords = tuple(np.asarray(x, np.float64) for x in (coords_N, coords_CA, coords_C))
-        text = modelcif_text(stem, sequence_codes, coords, plddt, header)
+        text = modelcif_text(stem, codes, tuple(coords), plddt, header)
     atomic_write_text(path, text)
 
 
@@ -181,7 +211,7 @@ def _read_header(path, fmt, st) -> list[str]:
 def read_backbone(path, fmt=None) -> dict:
     """Read the first chain of the first model.
 
-    Returns sequence (int codes, UNK_IDX for non-standard residues), coords_N/CA/C [L, 3]
+    Returns sequence (int codes, UNK_IDX for non-standard residues), coords_N/CA/C/O [L, 3]
     (NaN where an atom is missing), bfactor [L] (the CA's, NaN if no CA) and header_lines.
     """
     fmt = resolve_format(path, fmt)
@@ -191,11 +221,11 @@ def read_backbone(path, fmt=None) -> dict:
     residues = [r for r in chain if r.het_flag != "H"] or list(chain)
     length = len(residues)
     codes = np.full(length, UNK_IDX, dtype=np.int32)
-    coords = {name: np.full((length, 3), np.nan) for name, _ in BACKBONE_ATOMS}
+    coords = {name: np.full((length, 3), np.nan) for name, _ in WRITTEN_ATOMS}
     bfactor = np.full(length, np.nan)
     for i, res in enumerate(residues):
         codes[i] = AA_TO_IDX.get(AA_3TO1.get(res.name, "X"), UNK_IDX)
-        for name, _ in BACKBONE_ATOMS:
+        for name, _ in WRITTEN_ATOMS:
             atom = res.find_atom(name, "*")
             if atom is not None:
                 coords[name][i] = atom.pos.tolist()
@@ -206,6 +236,7 @@ def read_backbone(path, fmt=None) -> dict:
         "coords_N": coords["N"],
         "coords_CA": coords["CA"],
         "coords_C": coords["C"],
+        "coords_O": coords["O"],
         "bfactor": bfactor,
         "header_lines": _read_header(path, fmt, st),
     }
