@@ -387,3 +387,34 @@ def test_memory_estimate_bounds_compiled_sampler(tiny_params):
 def test_available_memory_is_known():
     limit, source = memory.available_memory_bytes()
     assert limit is not None and limit > 0 and source
+
+
+def test_chunks_give_the_structures_of_one_call(tmp_path, ckpt, tiny_params, capsys):
+    """N = 5 in calls of 2 (padded to 2, 2, 1 + a discarded sample): each sample is the one
+    a single call gives, since its noise is drawn from (seed, record, k) alone."""
+    codes = encode_sequence(SEQ)
+    whole = predict.predict_codes(tiny_params, TINY, codes, (3, 0), 5, int(STEPS))
+    assert predict.chunk_plan(5, 2) == [(0, 2), (2, 2), (4, 1)]
+    assert predict.chunk_plan(10, 4) == [(0, 4), (4, 4), (8, 2)]
+    chunked = predict.predict_codes(tiny_params, TINY, codes, (3, 0), 5, int(STEPS), per_call=2)
+    for key in ("coords_N", "coords_CA", "coords_C", "plddt"):
+        np.testing.assert_allclose(chunked[key], whole[key], atol=1e-4, rtol=0, err_msg=key)
+    out = tmp_path / "preds"
+    rc, _, stderr = run_cli(capsys, *base_args(ckpt, out, "--sequence", SEQ, "--num-samples", 5,
+                                               "--seed", 3, "--batch-samples", 2))
+    assert rc == 0, stderr
+    assert "calls of 2 samples" in stderr
+    assert sorted(p.name for p in out.glob("*.pdb")) == [f"seq1_sample{k}.pdb" for k in range(5)]
+
+
+def test_memory_estimate_grows_with_the_samples_and_chunks_follow_it():
+    from nanoaf2_jax.inference import memory
+
+    config = MODEL_PRESETS["default"]
+    one = memory.estimate_peak_bytes(46, config, 1, 100, num_params=0)
+    per_sample = memory.estimate_peak_bytes(46, config, 2, 100, num_params=0) - one
+    # Measured: 3.4 MiB per sample at L = 46 (memory.py); the estimate must not be below it.
+    assert per_sample >= 3.4 * 2**20
+    fits = memory.samples_that_fit(46, config, 100, one + 10 * per_sample, num_params=0)
+    assert fits == 11
+    assert memory.samples_that_fit(46, config, 100, one - 1, num_params=0) == 0

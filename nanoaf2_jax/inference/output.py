@@ -79,15 +79,17 @@ def structure_header(record: Record, checkpoint, seed: int, steps: int, k: int, 
 
 
 def write_samples(stage: Path, record: Record, result: dict, fmt: str, header_args: dict,
-                  stem: str | None = None, indices=None) -> list[str]:
-    """One structure file per sample: {record}_sample{k}.{fmt}. Returns the file names."""
-    n = result["coords_CA"].shape[0]
+                  stem: str | None = None, indices=None, first: int = 0,
+                  total: int | None = None) -> list[str]:
+    """One structure file per sample: {record}_sample{k}.{fmt}. Returns the file names.
+    first: the run's index of the result's row 0 (results that come in chunks); total: N."""
+    n = result["coords_CA"].shape[0] if total is None else total
     names = []
-    for k in range(n) if indices is None else indices:
-        name = f"{stem or record.name}_sample{k}.{fmt}"
+    for k in range(result["coords_CA"].shape[0]) if indices is None else indices:
+        name = f"{stem or record.name}_sample{first + k}.{fmt}"
         write_backbone(stage / name, record.codes, result["coords_N"][k], result["coords_CA"][k],
                        result["coords_C"][k], plddt=result["plddt"][k],
-                       header_lines=structure_header(record, k=k, n=n, **header_args), fmt=fmt)
+                       header_lines=structure_header(record, k=first + k, n=n, **header_args), fmt=fmt)
         names.append(name)
     return names
 
