@@ -418,3 +418,16 @@ def test_memory_estimate_grows_with_the_samples_and_chunks_follow_it():
     fits = memory.samples_that_fit(46, config, 100, one + 10 * per_sample, num_params=0)
     assert fits == 11
     assert memory.samples_that_fit(46, config, 100, one - 1, num_params=0) == 0
+
+
+def test_an_out_holding_predictions_is_refused_unless_overwrite(tmp_path, ckpt, capsys):
+    out = tmp_path / "preds"
+    args = base_args(ckpt, out, "--sequence", SEQ, "--seed", 1)
+    assert run_cli(capsys, *args)[0] == 0
+    before = (out / "seq1_sample0.pdb").read_bytes()
+    rc, _, err = run_cli(capsys, *base_args(ckpt, out, "--sequence", SEQ, "--seed", 2))
+    assert_one_line_error(rc, err, "already holds predictions", "summary.json", "--overwrite")
+    assert (out / "seq1_sample0.pdb").read_bytes() == before  # untouched
+    rc, _, err = run_cli(capsys, *base_args(ckpt, out, "--sequence", SEQ, "--seed", 2), "--overwrite")
+    assert rc == 0, err
+    assert (out / "seq1_sample0.pdb").read_bytes() != before

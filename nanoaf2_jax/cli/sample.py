@@ -69,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "memory fits the limit); each call's structures are written before "
                              "the next is drawn, so --num-samples is bounded by the disk")
     parser.add_argument("--out", default="preds", metavar="DIR",
-                        help="output directory (created; existing files of the same name are "
-                             "replaced) (default: %(default)s)")
+                        help="output directory (created; one that already holds predictions is "
+                             "refused unless --overwrite) (default: %(default)s)")
     return parser
 
 
@@ -116,7 +116,7 @@ def run(args) -> dict:
         "seed": args.seed, "steps": args.steps, "num_samples": args.num_samples,
         "format": args.format, "native": args.native, "records": [],
     }
-    with staged_output(args.out) as stage:
+    with staged_output(args.out, getattr(args, "overwrite", False)) as stage:
         for i, rec in enumerate(records):
             log(f"[{i + 1}/{len(records)}] {rec.name}: {rec.length} residues, "
                 f"{args.num_samples} sample(s) x {args.steps} steps ...")

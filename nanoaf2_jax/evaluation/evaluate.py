@@ -138,7 +138,7 @@ def run(args) -> list[dict]:
     checkpoint = describe_checkpoint(args.checkpoint, info)
     header_args = {"checkpoint": checkpoint, "seed": args.seed, "steps": args.steps}
     entries = []
-    with staged_output(args.out) as stage:
+    with staged_output(args.out, getattr(args, "overwrite", False)) as stage:
         for i, (rec, protein) in enumerate(zip(records, proteins)):
             log(f"[{i + 1}/{len(records)}] {rec.name}: {rec.length} residues, "
                 f"{args.num_samples} sample(s) x {args.steps} steps ...")

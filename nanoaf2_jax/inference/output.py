@@ -23,13 +23,35 @@ from .records import InputError, Record
 from .structure_io import atomic_write_text, write_backbone
 
 
+# Files that mark a directory as holding an earlier run's predictions.
+_RESULT_FILES = ("summary.json", "evaluation.json", "evaluation.md")
+_STRUCTURE_GLOBS = ("*_sample*.pdb", "*_sample*.cif")
+
+
+def earlier_results(out: Path) -> list[str]:
+    """Names of an earlier prediction run's files in `out` (summaries, sample structures)."""
+    if not out.is_dir():
+        return []
+    found = [name for name in _RESULT_FILES if (out / name).exists()]
+    structures = sorted({p.name for g in _STRUCTURE_GLOBS for p in out.glob(g)})
+    if structures:
+        found.append(f"{len(structures)} structure file(s) such as {structures[0]}")
+    return found
+
+
 @contextlib.contextmanager
-def staged_output(out_dir):
+def staged_output(out_dir, overwrite: bool = False):
     """Yield a fresh hidden directory next to `out_dir`; on success move its files into
-    `out_dir` (a rename when out_dir does not exist yet), on failure delete it."""
+    `out_dir` (a rename when out_dir does not exist yet), on failure delete it. An `out_dir`
+    already holding predictions is refused unless `overwrite` (then same-named files are
+    replaced)."""
     out = Path(out_dir).absolute()
     if out.exists() and not out.is_dir():
         raise InputError(f"output {out}: exists and is not a directory")
+    earlier = earlier_results(out)
+    if earlier and not overwrite:
+        raise InputError(f"output {out}: already holds predictions ({', '.join(earlier)}); "
+                         "pass --overwrite to replace them, or choose another --out")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
