@@ -431,3 +431,42 @@ def test_an_out_holding_predictions_is_refused_unless_overwrite(tmp_path, ckpt, 
     rc, _, err = run_cli(capsys, *base_args(ckpt, out, "--sequence", SEQ, "--seed", 2), "--overwrite")
     assert rc == 0, err
     assert (out / "seq1_sample0.pdb").read_bytes() != before
+
+
+def test_native_is_read_with_the_training_rules_of_the_checkpoint(tmp_path, ckpt, capsys, monkeypatch):
+    """A run trained with modified residues and file numbering: its natives keep MSE (as M) and
+    the trunk sees their numbering gap; the reference's rules drop the MSE residue."""
+    codes = encode_sequence("ACDEFGHIKLMN")
+    native = tmp_path / "native.pdb"
+    from helpers import helix
+
+    h = helix(12)
+    write_backbone(native, codes, h.coords_N, h.coords_CA, h.coords_C)
+    lines = []
+    for line in native.read_text().splitlines(keepends=True):
+        if line.startswith("ATOM"):
+            number = int(line[22:26])
+            if number == 11:  # MET -> MSE recorded as HETATM
+                line = "HETATM" + line[6:17] + "MSE" + line[20:]
+            if number >= 7:  # a gap of 10 in the numbering: a chain break
+                line = line[:22] + f"{number + 10:>4}" + line[26:]
+        lines.append(line)
+    native.write_text("".join(lines))
+    seen = {}
+    original = sample.predict_chunks
+
+    def spy(*args, **kwargs):
+        seen["residue_index"] = args[7] if len(args) > 7 else kwargs.get("residue_index")
+        yield from original(*args, **kwargs)
+
+    monkeypatch.setattr(sample, "predict_chunks", spy)
+    rc, _, err = run_cli(capsys, *base_args(ckpt, tmp_path / "ref", "--native", native))
+    assert rc == 0, err  # a bare state_dict: the reference's rules, MSE dropped
+    assert json.loads((tmp_path / "ref" / "summary.json").read_text())["records"][0]["length"] == 11
+    assert seen["residue_index"] is None
+    monkeypatch.setattr(sample, "native_rules", lambda info: (True, True))
+    rc, _, err = run_cli(capsys, *base_args(ckpt, tmp_path / "train", "--native", native))
+    assert rc == 0, err
+    (rec,) = json.loads((tmp_path / "train" / "summary.json").read_text())["records"]
+    assert rec["length"] == 12 and rec["sequence"] == "ACDEFGHIKLMN"
+    np.testing.assert_array_equal(seen["residue_index"], [0, 1, 2, 3, 4, 5, 16, 17, 18, 19, 20, 21])

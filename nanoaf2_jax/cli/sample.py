@@ -22,8 +22,8 @@ from ..inference.output import (
     write_json,
     write_samples,
 )
-from ..inference.predict import (check_memory, load_model, predict_chunks, record_seed,
-                                 with_sampling_options)
+from ..inference.predict import (check_memory, load_model, native_residue_index, native_rules,
+                                 predict_chunks, record_seed, with_sampling_options)
 from ..inference.records import InputError, Record, record_from_protein, records_from_inputs
 from ..model.precision import set_matmul_precision
 from .options import add_model_arguments, cli_errors
@@ -74,11 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_inputs(args) -> tuple[list[Record], Protein | None]:
+def resolve_inputs(args, modified_residues: bool = False) -> tuple[list[Record], Protein | None]:
     records = records_from_inputs(args.sequence, args.fasta)
     native = None
     if args.native:
-        native = parse_structure_spec(args.native)
+        native = parse_structure_spec(args.native, modified_residues=modified_residues)
         if not records:
             records = [record_from_protein(native)]
         elif len(records) > 1:
@@ -98,8 +98,11 @@ def resolve_inputs(args) -> tuple[list[Record], Protein | None]:
 
 
 def run(args) -> dict:
-    records, native = resolve_inputs(args)
+    records_from_inputs(args.sequence, args.fasta)  # bad input fails before the model loads
     params, config, info = load_model(args.checkpoint, args.preset)
+    modified_residues, file_numbering = native_rules(info)
+    records, native = resolve_inputs(args, modified_residues)
+    residue_index = native_residue_index(native, file_numbering) if native is not None else None
     config = with_sampling_options(config, args)
     if args.batch_samples is not None and args.batch_samples < 1:
         raise InputError(f"--batch-samples must be at least 1, got {args.batch_samples}")
@@ -123,7 +126,8 @@ def run(args) -> dict:
             start = time.perf_counter()
             files, plddt, scores, best = [], [], [], None
             for first, result in predict_chunks(params, config, rec.codes, record_seed(args.seed, i),
-                                                args.num_samples, args.steps, per_call):
+                                                args.num_samples, args.steps, per_call,
+                                                residue_index):
                 n = result["coords_CA"].shape[0]
                 files += write_samples(stage, rec, result, args.format, header_args,
                                        indices=range(n), first=first, total=args.num_samples)

@@ -112,12 +112,12 @@ def split_chain_spec(spec: str) -> tuple[str, str | None]:
     return spec, None
 
 
-def parse_structure_spec(spec: str | os.PathLike) -> Protein:
+def parse_structure_spec(spec: str | os.PathLike, modified_residues: bool = False) -> Protein:
     """Parse 'PATH' or 'PATH:CHAIN'; an existing file whose own name ends in ':X' wins."""
     if Path(spec).exists():
-        return parse_structure(spec)
+        return parse_structure(spec, modified_residues=modified_residues)
     path, chain = split_chain_spec(os.fspath(spec))
-    return parse_structure(path, chain)
+    return parse_structure(path, chain, modified_residues=modified_residues)
 
 
 def parse_structure(path: str | os.PathLike, chain: str | None = None,

@@ -58,6 +58,24 @@ def load_model(checkpoint, preset: str | None = None):
     return params, config, dict(info or {})
 
 
+def native_rules(info: dict) -> tuple[bool, bool]:
+    """(modified_residues, file_numbering) the checkpoint's run trained with, so that natives
+    are read (and numbered for the trunk) as its training structures were; a bare state_dict
+    carries no training config: the reference's rules (False, False)."""
+    train_config = info.get("train_config") or {}
+    return bool(train_config.get("modified_residues", False)), bool(train_config.get("file_numbering", False))
+
+
+def native_residue_index(protein, file_numbering: bool):
+    """The numbering the trunk sees for a native's sequence: its file numbering (gaps are chain
+    breaks) when the model trained on it, else None (0..L-1)."""
+    if not file_numbering:
+        return None
+    from ..data.batching import feature_residue_index
+
+    return feature_residue_index(protein.residue_index)
+
+
 def with_sampling_options(config: ModelConfig, args) -> ModelConfig:
     """The model config with the command line's sampling options (--eta) applied."""
     if getattr(args, "eta", None) is None:
