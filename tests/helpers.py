@@ -65,6 +65,14 @@ def run_train(cache, cwd, *args, check=True):
     return result
 
 
+def run_faulty(cache, cwd, fault, *args):
+    """train.py with a planted fault (tests/fault_injection.py); never checked."""
+    command = [sys.executable, str(Path(__file__).parent / "fault_injection.py"), fault,
+               "--preset", "tiny", "--no-progress", *args]
+    return subprocess.run(command, cwd=cwd, env=subprocess_env(cache), capture_output=True,
+                          text=True, timeout=600)
+
+
 def read_metrics(output_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
 

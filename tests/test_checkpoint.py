@@ -12,14 +12,17 @@ import train as train_cli
 from configs import get_preset
 from nanoaf2_jax.training.checkpoint import (
     CheckpointError,
+    CorruptCheckpoint,
     TrainCheckpointer,
     checkpoints_dir,
     is_complete,
     load_for_inference,
     scan,
+    verify,
 )
+from nanoaf2_jax.training.write_errors import WriteFailure
 from nanoaf2_jax.model.convert import params_to_state_dict, save_state_dict, template_params
-from helpers import SCHEDULE_STEPS, helix, write_pdb, two_helices, run_train, read_metrics
+from helpers import SCHEDULE_STEPS, helix, write_pdb, two_helices, run_faulty, run_train, read_metrics
 
 TINY = get_preset("tiny").model
 
@@ -211,3 +214,119 @@ def test_no_tensorboard_writes_no_event_files(run, tmp_path, compile_cache):
               "--no-tensorboard")
     assert not (out / "tensorboard").exists()
     assert [r["step"] for r in read_metrics(out)] == list(range(1, 8))
+
+
+# ---------------------------------------------------------------------------------------------
+# Faults: damaged checkpoints, full disks (docs/faults.md)
+# ---------------------------------------------------------------------------------------------
+
+
+def damage(step_dir, same_size=True):
+    """Overwrite the largest data files of params/ as a disk error would: same size (only the
+    checksum manifest can tell) or truncated (tensorstore fails reading it)."""
+    files = sorted((p for p in (step_dir / "params").rglob("*") if p.is_file() and p.parent.name == "d"),
+                   key=lambda p: -p.stat().st_size)[:2]
+    for path in files:
+        size = path.stat().st_size
+        path.write_bytes(bytes(size) if same_size else b"\x01" * 100)
+    return files
+
+
+def test_every_checkpoint_has_a_manifest_that_names_a_damaged_file(run, tmp_path):
+    out = copy_run(run, tmp_path)
+    for step in (2, 4, 6):
+        assert verify(checkpoints_dir(out) / str(step))  # written after each commit, still true
+    damaged = damage(checkpoints_dir(out) / "6")
+    with pytest.raises(CorruptCheckpoint, match=r"6: params/.* differs from the saved file") as err:
+        verify(checkpoints_dir(out) / "6")
+    assert "\n" not in str(err.value)
+    assert damaged[0].relative_to(checkpoints_dir(out) / "6").as_posix() in str(err.value) or \
+        damaged[1].relative_to(checkpoints_dir(out) / "6").as_posix() in str(err.value)
+
+
+def test_resume_sets_a_damaged_checkpoint_aside_and_continues_from_the_previous(run, tmp_path, compile_cache):
+    out = copy_run(run, tmp_path)
+    ckpts = checkpoints_dir(out)
+    damage(ckpts / "6")  # same size: orbax would restore other numbers without a word
+    result = run_train(compile_cache, tmp_path, "--resume", "--output-dir", str(out), "--max-steps", "8")
+    warnings = [ln for ln in result.stderr.splitlines() if "unusable checkpoint" in ln]
+    assert len(warnings) == 1 and f"{ckpts.absolute() / '6'}: params/" in warnings[0]
+    assert "SHA-256 mismatch" in warnings[0] and "set aside as 6.corrupt" in warnings[0]
+    assert "resuming from step 4 instead of step 6: 2 step(s) of training lost" in result.stderr
+    assert (ckpts / "6.corrupt").is_dir() and is_complete(ckpts / "6")  # kept, and 6 written anew
+    records = read_metrics(out)
+    assert [r["step"] for r in records] == list(range(1, 9))
+    original = {r["step"]: r for r in read_metrics(run["out"])}
+    for r in records[4:6]:  # steps 5 and 6, recomputed from checkpoint 4: the same numbers
+        np.testing.assert_allclose(r["loss"], original[r["step"]]["loss"], rtol=1e-6)
+
+
+def test_truncated_files_are_caught_without_a_manifest_too(run, tmp_path, caplog):
+    """Steps written before manifests existed: the restore's own failure is the report, one line."""
+    out = copy_run(run, tmp_path)
+    ckpts = checkpoints_dir(out)
+    for step in (2, 4, 6):
+        (ckpts / str(step) / "nanoaf2_manifest.json").unlink()
+    damage(ckpts / "6", same_size=False)
+    _, _, info = load_for_inference(out)
+    assert info["step"] == 4 and info["skipped_corrupt"] == [str(ckpts / "6")]
+    lines = [r.getMessage() for r in caplog.records if "unusable checkpoint" in r.getMessage()]
+    assert len(lines) == 1 and "cannot restore the parameters" in lines[0] and "\n" not in lines[0]
+    assert (ckpts / "6").is_dir()  # sampling only reads: a training run may own the directory
+    with pytest.raises(CheckpointError, match="6: cannot restore the parameters"):
+        load_for_inference(ckpts / "6")  # a step asked for by name: no fallback
+
+
+def test_no_readable_checkpoint_is_one_clear_error(run, tmp_path, capsys):
+    out = copy_run(run, tmp_path)
+    for step in (2, 4, 6):
+        damage(checkpoints_dir(out) / str(step))
+    assert train_cli.main(["--resume", "--output-dir", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "none of the 3 checkpoints (steps 2, 4, 6) is readable" in err[0]
+    with pytest.raises(CheckpointError, match="none of its 3 checkpoints restores"):
+        load_for_inference(out)
+
+
+def test_a_full_disk_during_a_save_is_one_line_and_leaves_no_temporary_directory(tmp_path, monkeypatch):
+    from orbax.checkpoint._src.path import atomicity
+
+    params = {"w": jnp.arange(6.0)}
+    opt_state = optax.adamw(1e-3).init(params)
+    ckpt = TrainCheckpointer(tmp_path, keep=3)
+    ckpt.save(1, params, opt_state, {})
+
+    async def full(self, *args, **kwargs):
+        raise ValueError('RESOURCE_EXHAUSTED: Error writing "params/d/0" in OCDBT database: '
+                         "Failed to write 866 bytes: No space left on device [os_error_code='28']")
+
+    monkeypatch.setattr(atomicity.AtomicRenameTemporaryPath, "finalize", full)
+    with pytest.raises(WriteFailure) as err:
+        ckpt.save(2, params, opt_state, {})
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"cannot write checkpoint step 2 to {ckpt.dir}: ")
+    assert "No space left on device [errno 28]" in message and " free there)" in message
+    assert "the last complete checkpoint is step 1: train.py --resume continues from it" in message
+    assert sorted(p.name for p in ckpt.dir.iterdir()) == ["1"]  # no orbax-checkpoint-tmp left
+    assert verify(ckpt.dir / "1")
+
+
+def test_a_full_disk_stops_train_py_in_one_line_and_resume_continues(run, tmp_path, compile_cache):
+    out = copy_run(run, tmp_path)
+    failed = run_faulty(compile_cache, tmp_path, "enospc-in-save:8", "--resume", "--output-dir", str(out),
+                        "--max-steps", "10")
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr[-3000:]
+    line = failed.stderr.strip().splitlines()[-1]
+    assert line.startswith("train.py: error: cannot write checkpoint step 8 to ")
+    assert "No space left on device" in line and "last complete checkpoint is step 6" in line
+    assert not [p for p in checkpoints_dir(out).iterdir() if not p.name.isdigit()]
+    assert max(r["step"] for r in read_metrics(out)) == 8  # logged before the save failed
+    run_train(compile_cache, tmp_path, "--resume", "--output-dir", str(out), "--max-steps", "10")
+    assert [r["step"] for r in read_metrics(out)] == list(range(1, 11))  # 7, 8 once each
+
+    failed = run_faulty(compile_cache, tmp_path, "enospc-in-metrics", "--resume", "--output-dir", str(out),
+                        "--max-steps", "12")
+    line = failed.stderr.strip().splitlines()[-1]
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    assert f"cannot write the step metrics to {out / 'metrics.jsonl'}: No space left on device" in line
+    assert "last complete checkpoint is step 10" in line

@@ -387,3 +387,25 @@ def test_invalid_pdb_ids_rejected(bad, tmp_path):
 
 def test_reference_ids_are_valid():
     assert [validate_pdb_id(i) for i in REFERENCE_PDB_IDS] == REFERENCE_PDB_IDS
+
+
+def test_a_corrupt_or_truncated_gzip_stream_is_named_as_such(five_residue_pdb, tmp_path):
+    from nanoaf2_jax.data.prepare import prepare
+
+    data = gzip.compress(five_residue_pdb.read_bytes())
+    damaged = bytearray(data)
+    damaged[len(data) // 2:len(data) // 2 + 8] = bytes(8)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "BAD.pdb.gz").write_bytes(bytes(damaged))
+    (tmp_path / "in" / "CUT.pdb.gz").write_bytes(data[: len(data) // 2])
+    for name in ("BAD", "CUT"):
+        with pytest.raises(StructureError, match=f"{name}.pdb.gz: corrupt gzip stream"):
+            parse_structure(tmp_path / "in" / f"{name}.pdb.gz")
+    (tmp_path / "in" / "OK.pdb.gz").write_bytes(data)
+    assert parse_structure(tmp_path / "in" / "OK.pdb.gz").length == 5
+    prepare([tmp_path / "in"], tmp_path / "cache")
+    import json
+
+    manifest = json.loads((tmp_path / "cache" / "manifest.json").read_text())
+    text = json.dumps(manifest)
+    assert text.count("corrupt gzip stream") == 2 and "contains no atoms" not in text

@@ -387,3 +387,86 @@ def test_memory_estimate_bounds_compiled_sampler(tiny_params):
 def test_available_memory_is_known():
     limit, source = memory.available_memory_bytes()
     assert limit is not None and limit > 0 and source
+
+
+def test_chunks_give_the_structures_of_one_call(tmp_path, ckpt, tiny_params, capsys):
+    """N = 5 in calls of 2 (padded to 2, 2, 1 + a discarded sample): each sample is the one
+    a single call gives, since its noise is drawn from (seed, record, k) alone."""
+    codes = encode_sequence(SEQ)
+    whole = predict.predict_codes(tiny_params, TINY, codes, (3, 0), 5, int(STEPS))
+    assert predict.chunk_plan(5, 2) == [(0, 2), (2, 2), (4, 1)]
+    assert predict.chunk_plan(10, 4) == [(0, 4), (4, 4), (8, 2)]
+    chunked = predict.predict_codes(tiny_params, TINY, codes, (3, 0), 5, int(STEPS), per_call=2)
+    for key in ("coords_N", "coords_CA", "coords_C", "plddt"):
+        np.testing.assert_allclose(chunked[key], whole[key], atol=1e-4, rtol=0, err_msg=key)
+    out = tmp_path / "preds"
+    rc, _, stderr = run_cli(capsys, *base_args(ckpt, out, "--sequence", SEQ, "--num-samples", 5,
+                                               "--seed", 3, "--batch-samples", 2))
+    assert rc == 0, stderr
+    assert "calls of 2 samples" in stderr
+    assert sorted(p.name for p in out.glob("*.pdb")) == [f"seq1_sample{k}.pdb" for k in range(5)]
+
+
+def test_memory_estimate_grows_with_the_samples_and_chunks_follow_it():
+    from nanoaf2_jax.inference import memory
+
+    config = MODEL_PRESETS["default"]
+    one = memory.estimate_peak_bytes(46, config, 1, 100, num_params=0)
+    per_sample = memory.estimate_peak_bytes(46, config, 2, 100, num_params=0) - one
+    # Measured: 3.4 MiB per sample at L = 46 (memory.py); the estimate must not be below it.
+    assert per_sample >= 3.4 * 2**20
+    fits = memory.samples_that_fit(46, config, 100, one + 10 * per_sample, num_params=0)
+    assert fits == 11
+    assert memory.samples_that_fit(46, config, 100, one - 1, num_params=0) == 0
+
+
+def test_an_out_holding_predictions_is_refused_unless_overwrite(tmp_path, ckpt, capsys):
+    out = tmp_path / "preds"
+    args = base_args(ckpt, out, "--sequence", SEQ, "--seed", 1)
+    assert run_cli(capsys, *args)[0] == 0
+    before = (out / "seq1_sample0.pdb").read_bytes()
+    rc, _, err = run_cli(capsys, *base_args(ckpt, out, "--sequence", SEQ, "--seed", 2))
+    assert_one_line_error(rc, err, "already holds predictions", "summary.json", "--overwrite")
+    assert (out / "seq1_sample0.pdb").read_bytes() == before  # untouched
+    rc, _, err = run_cli(capsys, *base_args(ckpt, out, "--sequence", SEQ, "--seed", 2), "--overwrite")
+    assert rc == 0, err
+    assert (out / "seq1_sample0.pdb").read_bytes() != before
+
+
+def test_native_is_read_with_the_training_rules_of_the_checkpoint(tmp_path, ckpt, capsys, monkeypatch):
+    """A run trained with modified residues and file numbering: its natives keep MSE (as M) and
+    the trunk sees their numbering gap; the reference's rules drop the MSE residue."""
+    codes = encode_sequence("ACDEFGHIKLMN")
+    native = tmp_path / "native.pdb"
+    from helpers import helix
+
+    h = helix(12)
+    write_backbone(native, codes, h.coords_N, h.coords_CA, h.coords_C)
+    lines = []
+    for line in native.read_text().splitlines(keepends=True):
+        if line.startswith("ATOM"):
+            number = int(line[22:26])
+            if number == 11:  # MET -> MSE recorded as HETATM
+                line = "HETATM" + line[6:17] + "MSE" + line[20:]
+            if number >= 7:  # a gap of 10 in the numbering: a chain break
+                line = line[:22] + f"{number + 10:>4}" + line[26:]
+        lines.append(line)
+    native.write_text("".join(lines))
+    seen = {}
+    original = sample.predict_chunks
+
+    def spy(*args, **kwargs):
+        seen["residue_index"] = args[7] if len(args) > 7 else kwargs.get("residue_index")
+        yield from original(*args, **kwargs)
+
+    monkeypatch.setattr(sample, "predict_chunks", spy)
+    rc, _, err = run_cli(capsys, *base_args(ckpt, tmp_path / "ref", "--native", native))
+    assert rc == 0, err  # a bare state_dict: the reference's rules, MSE dropped
+    assert json.loads((tmp_path / "ref" / "summary.json").read_text())["records"][0]["length"] == 11
+    assert seen["residue_index"] is None
+    monkeypatch.setattr(sample, "native_rules", lambda info: (True, True))
+    rc, _, err = run_cli(capsys, *base_args(ckpt, tmp_path / "train", "--native", native))
+    assert rc == 0, err
+    (rec,) = json.loads((tmp_path / "train" / "summary.json").read_text())["records"]
+    assert rec["length"] == 12 and rec["sequence"] == "ACDEFGHIKLMN"
+    np.testing.assert_array_equal(seen["residue_index"], [0, 1, 2, 3, 4, 5, 16, 17, 18, 19, 20, 21])

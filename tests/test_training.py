@@ -22,7 +22,8 @@ from nanoaf2_jax.model.model_config import MODEL_PRESETS, ModelConfig
 from nanoaf2_jax.model.convert import template_params
 from nanoaf2_jax.data.download import REFERENCE_PDB_IDS
 from nanoaf2_jax.training.train_config import DEFAULT_BUCKETS, ConfigError, TrainConfig
-from helpers import SCHEDULE_STEPS, helix, write_pdb, two_helices, train_command, subprocess_env, run_train, read_metrics
+from helpers import (SCHEDULE_STEPS, helix, write_pdb, two_helices, train_command, subprocess_env, run_faulty,
+                     run_train, read_metrics)
 
 # ---------------------------------------------------------------------------------------------
 # Presets and configs
@@ -287,6 +288,46 @@ def test_killed_run_resumes_exactly(tmp_path, compile_cache):
     for got, want in zip(records, expected):
         for key in keys:
             np.testing.assert_allclose(got[key], want[key], rtol=1e-6, err_msg=f"step {got['step']} {key}")
+
+
+def test_kill_9_inside_saves_and_the_export_then_resume_equals_the_uninterrupted_run(tmp_path, compile_cache):
+    """SIGKILL at the three moments a run writes something that matters: a checkpoint's files
+    written but not committed, committed but without its checksum manifest, and the final model
+    half written. Each --resume continues; losses and the final weights equal a straight run's."""
+    from nanoaf2_jax.model.convert import load_state_dict
+
+    data = two_helices(tmp_path / "data")
+    common = ["--data-dir", str(data), "--epochs", "3", "--log-every", "1", "--checkpoint-every", "1"]
+    straight = tmp_path / "straight"
+    run_train(compile_cache, tmp_path, *common, "--output-dir", str(straight))
+    out = tmp_path / "killed"
+    ckpts = checkpoints_dir(out)
+    args = [*common, "--output-dir", str(out)]
+    for fault in ("kill-before-commit:4", "kill-after-commit:4", "kill-in-export"):
+        result = run_faulty(compile_cache, tmp_path, fault, *args)
+        assert result.returncode == -signal.SIGKILL, (fault, result.stderr[-3000:])
+        args = ["--resume", "--output-dir", str(out)]
+        if fault == "kill-before-commit:4":
+            assert sorted(p.name for p in ckpts.iterdir() if is_complete(p)) == ["2"]
+            assert any(".orbax-checkpoint-tmp" in p.name for p in ckpts.iterdir())
+        elif fault == "kill-after-commit:4":
+            assert is_complete(ckpts / "4") and not (ckpts / "4" / "nanoaf2_manifest.json").exists()
+        else:
+            assert is_complete(ckpts / "6") and list(out.glob("final_model.*.tmp-*"))
+            assert not list(out.glob("final_model.pt")) and not list(out.glob("final_model.npz"))
+    resumed = run_train(compile_cache, tmp_path, *args)
+    assert "resuming from" in resumed.stderr and "unusable" not in resumed.stderr
+    assert not list(out.glob("final_model.*.tmp-*"))
+    assert not [p for p in ckpts.iterdir() if not p.name.isdigit()]  # orbax's leftovers cleared
+    records, expected = read_metrics(out), read_metrics(straight)
+    assert [r["step"] for r in records] == [r["step"] for r in expected] == list(range(1, 7))
+    for got, want in zip(records, expected):
+        np.testing.assert_allclose(got["loss"], want["loss"], rtol=1e-6, err_msg=f"step {got['step']}")
+    (final,) = out.glob("final_model.*")
+    got, want = load_state_dict(final), load_state_dict(straight / final.name)
+    assert got.keys() == want.keys()
+    for key in want:
+        np.testing.assert_array_equal(np.asarray(got[key]), np.asarray(want[key]), err_msg=key)
 
 
 def test_evaluation_during_training_logs_scores_and_draws_curves(tmp_path, compile_cache):

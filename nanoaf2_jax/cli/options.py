@@ -74,6 +74,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
              "MemAvailable)")
     parser.add_argument("--force", action="store_true",
                         help="sample even when the memory estimate exceeds the limit")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an --out that already holds predictions, replacing "
+                             "files of the same name (without it such an --out is refused)")
 
 
 @contextlib.contextmanager

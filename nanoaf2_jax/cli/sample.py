@@ -22,8 +22,8 @@ from ..inference.output import (
     write_json,
     write_samples,
 )
-from ..inference.predict import (check_memory, load_model, predict_codes, record_seed,
-                                 with_sampling_options)
+from ..inference.predict import (check_memory, load_model, native_residue_index, native_rules,
+                                 predict_chunks, record_seed, with_sampling_options)
 from ..inference.records import InputError, Record, record_from_protein, records_from_inputs
 from ..model.precision import set_matmul_precision
 from .options import add_model_arguments, cli_errors
@@ -64,17 +64,21 @@ def build_parser() -> argparse.ArgumentParser:
              "must match. Residue i of the prediction is compared with the i-th residue of the "
              "chain that has N, CA and C")
     add_model_arguments(parser)
+    parser.add_argument("--batch-samples", type=int, default=None, metavar="K",
+                        help="samples per compiled call (default: the most whose estimated peak "
+                             "memory fits the limit); each call's structures are written before "
+                             "the next is drawn, so --num-samples is bounded by the disk")
     parser.add_argument("--out", default="preds", metavar="DIR",
-                        help="output directory (created; existing files of the same name are "
-                             "replaced) (default: %(default)s)")
+                        help="output directory (created; one that already holds predictions is "
+                             "refused unless --overwrite) (default: %(default)s)")
     return parser
 
 
-def resolve_inputs(args) -> tuple[list[Record], Protein | None]:
+def resolve_inputs(args, modified_residues: bool = False) -> tuple[list[Record], Protein | None]:
     records = records_from_inputs(args.sequence, args.fasta)
     native = None
     if args.native:
-        native = parse_structure_spec(args.native)
+        native = parse_structure_spec(args.native, modified_residues=modified_residues)
         if not records:
             records = [record_from_protein(native)]
         elif len(records) > 1:
@@ -94,10 +98,18 @@ def resolve_inputs(args) -> tuple[list[Record], Protein | None]:
 
 
 def run(args) -> dict:
-    records, native = resolve_inputs(args)
+    records_from_inputs(args.sequence, args.fasta)  # bad input fails before the model loads
     params, config, info = load_model(args.checkpoint, args.preset)
+    modified_residues, file_numbering = native_rules(info)
+    records, native = resolve_inputs(args, modified_residues)
+    residue_index = native_residue_index(native, file_numbering) if native is not None else None
     config = with_sampling_options(config, args)
-    check_memory(records, config, args.num_samples, args.steps, args.max_memory_gb, args.force)
+    if args.batch_samples is not None and args.batch_samples < 1:
+        raise InputError(f"--batch-samples must be at least 1, got {args.batch_samples}")
+    per_call = check_memory(records, config, args.num_samples, args.steps, args.max_memory_gb,
+                            args.force, args.batch_samples)
+    if per_call < args.num_samples:
+        log(f"sampling in calls of {per_call} samples (memory estimate or --batch-samples)")
     if args.preset and info.get("kind") == "checkpoint":
         log(f"note: --preset {args.preset} ignored: {args.checkpoint} carries its own model config")
     header_args = {"checkpoint": describe_checkpoint(args.checkpoint, info), "seed": args.seed,
@@ -107,35 +119,46 @@ def run(args) -> dict:
         "seed": args.seed, "steps": args.steps, "num_samples": args.num_samples,
         "format": args.format, "native": args.native, "records": [],
     }
-    with staged_output(args.out) as stage:
+    with staged_output(args.out, getattr(args, "overwrite", False)) as stage:
         for i, rec in enumerate(records):
             log(f"[{i + 1}/{len(records)}] {rec.name}: {rec.length} residues, "
                 f"{args.num_samples} sample(s) x {args.steps} steps ...")
             start = time.perf_counter()
-            result = predict_codes(params, config, rec.codes, record_seed(args.seed, i),
-                                   args.num_samples, args.steps)
+            files, plddt, scores, best = [], [], [], None
+            for first, result in predict_chunks(params, config, rec.codes, record_seed(args.seed, i),
+                                                args.num_samples, args.steps, per_call,
+                                                residue_index):
+                n = result["coords_CA"].shape[0]
+                files += write_samples(stage, rec, result, args.format, header_args,
+                                       indices=range(n), first=first, total=args.num_samples)
+                plddt.append(result["plddt"])
+                if native is not None:
+                    native_backbone = (native.coords_N, native.coords_CA, native.coords_C)
+                    chunk = [score_prediction(ca, native.coords_CA, sample_backbone(result, k), native_backbone)
+                             for k, ca in enumerate(result["coords_CA"])]
+                    scores += chunk
+                    k = best_sample(chunk)
+                    if best is None or (chunk[k]["tm_score"], -chunk[k]["ca_rmsd"]) > best[0]:
+                        best = ((chunk[k]["tm_score"], -chunk[k]["ca_rmsd"]), first + k,
+                                result["coords_CA"][k], result["plddt"][k], sample_backbone(result, k))
             seconds = time.perf_counter() - start
-            files = write_samples(stage, rec, result, args.format, header_args)
-            mean_plddt = 100.0 * float(np.mean(result["plddt"]))
-            samples = [{"sample": k, "file": f, "mean_plddt": 100.0 * float(np.mean(result["plddt"][k]))}
+            plddt = np.concatenate(plddt)
+            mean_plddt = 100.0 * float(np.mean(plddt))
+            samples = [{"sample": k, "file": f, "mean_plddt": 100.0 * float(np.mean(plddt[k]))}
                        for k, f in enumerate(files)]
             entry = {"name": rec.name, "length": rec.length, "sequence": rec.sequence,
-                     "mean_plddt": mean_plddt, "plddt": 100.0 * result["plddt"],
+                     "mean_plddt": mean_plddt, "plddt": 100.0 * plddt,
                      "seconds": seconds, "samples": samples}
             if native is not None:
-                native_backbone = (native.coords_N, native.coords_CA, native.coords_C)
-                scores = [score_prediction(ca, native.coords_CA, sample_backbone(result, k), native_backbone)
-                          for k, ca in enumerate(result["coords_CA"])]
                 for s, sc in zip(samples, scores):
                     s.update(sc)
                 entry.update(best_and_mean(scores))
-                k = best_sample(scores)
+                _, k, best_ca, best_plddt, best_backbone = best
                 entry["best_sample"] = k
                 entry["plot"] = f"{rec.name}.png"
-                write_plot(stage / entry["plot"], rec.name, result["coords_CA"][k],
-                           native.coords_CA, result["plddt"][k], scores[k], k, args.num_samples,
-                           pred_backbone=sample_backbone(result, k), native_backbone=native_backbone,
-                           sequence=rec.codes)
+                write_plot(stage / entry["plot"], rec.name, best_ca, native.coords_CA, best_plddt,
+                           scores[k], k, args.num_samples, pred_backbone=best_backbone,
+                           native_backbone=native_backbone, sequence=rec.codes)
             summary["records"].append(entry)
             log(f"[{i + 1}/{len(records)}] {rec.name}: done in {seconds:.1f} s "
                 f"(mean pLDDT {mean_plddt:.1f})")

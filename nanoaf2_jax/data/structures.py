@@ -13,9 +13,11 @@ reference does, closes the chain up over the hole.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,12 +112,12 @@ def split_chain_spec(spec: str) -> tuple[str, str | None]:
     return spec, None
 
 
-def parse_structure_spec(spec: str | os.PathLike) -> Protein:
+def parse_structure_spec(spec: str | os.PathLike, modified_residues: bool = False) -> Protein:
     """Parse 'PATH' or 'PATH:CHAIN'; an existing file whose own name ends in ':X' wins."""
     if Path(spec).exists():
-        return parse_structure(spec)
+        return parse_structure(spec, modified_residues=modified_residues)
     path, chain = split_chain_spec(os.fspath(spec))
-    return parse_structure(path, chain)
+    return parse_structure(path, chain, modified_residues=modified_residues)
 
 
 def parse_structure(path: str | os.PathLike, chain: str | None = None,
@@ -141,11 +143,25 @@ def read_structure(path: str | os.PathLike) -> gemmi.Structure:
     if path.stat().st_size == 0:
         raise StructureError(f"{path}: file is empty")
     fmt = _coor_format(path)
+    if path.name.lower().endswith(".gz"):
+        _check_gzip_stream(path)
     try:
         structure = gemmi.read_structure(str(path), format=fmt)
     except (RuntimeError, ValueError, OSError) as err:
         raise StructureError(f"{path}: not a readable {fmt.name} structure: {err}") from err
     return structure
+
+
+def _check_gzip_stream(path: Path) -> None:
+    """gemmi reads a damaged or truncated gzip stream as far as it goes, silently: a corrupt
+    file came out as "contains no atoms", a truncated one as a shorter chain. Decompress it
+    once (milliseconds for a PDB entry) and name the fault."""
+    try:
+        with gzip.open(path, "rb") as f:
+            while f.read(1 << 20):
+                pass
+    except (OSError, EOFError, zlib.error) as err:
+        raise StructureError(f"{path}: corrupt gzip stream ({err})") from None
 
 
 def protein_from_structure(

@@ -21,8 +21,8 @@ import numpy as np
 from ..data.structures import load_dataset
 from ..inference.output import (describe_checkpoint, format_value, log, staged_output, write_json,
                                 write_samples)
-from ..inference.predict import (check_memory, load_model, predict_codes, record_seed,
-                                 with_sampling_options)
+from ..inference.predict import (check_memory, load_model, native_residue_index, native_rules,
+                                 predict_codes, record_seed, with_sampling_options)
 from ..inference.records import Record, record_from_protein, unique_names
 from .scoring import (best_and_mean, best_sample, pearson_r, plddt_calibration, sample_backbone,
                       score_prediction, write_plot)
@@ -45,11 +45,12 @@ COLUMNS = [
 
 
 def evaluate_record(params, config, record: Record, native_ca, seed, num_samples: int,
-                    num_steps: int, native_backbone=None) -> tuple[dict, dict]:
+                    num_steps: int, native_backbone=None, residue_index=None) -> tuple[dict, dict]:
     """(sampling result, entry with per-sample and best/mean scores) for one protein;
     with native_backbone (N, CA, C) the whole-backbone scores too."""
     start = time.perf_counter()
-    result = predict_codes(params, config, record.codes, seed, num_samples, num_steps)
+    result = predict_codes(params, config, record.codes, seed, num_samples, num_steps,
+                           residue_index=residue_index)
     seconds = time.perf_counter() - start
     scores = [score_prediction(ca, native_ca, sample_backbone(result, k), native_backbone)
               for k, ca in enumerate(result["coords_CA"])]
@@ -130,21 +131,25 @@ def residue_pearson(entries: list[dict]) -> float:
 
 
 def run(args) -> list[dict]:
-    proteins = load_dataset(args.data_dir, min_length=args.min_length, max_length=args.max_length)
-    records = unique_names([record_from_protein(p) for p in proteins])
     params, config, info = load_model(args.checkpoint, args.preset)
+    # The natives are read as the checkpoint's run read its training structures.
+    modified_residues, file_numbering = native_rules(info)
+    proteins = load_dataset(args.data_dir, min_length=args.min_length, max_length=args.max_length,
+                            modified_residues=modified_residues)
+    records = unique_names([record_from_protein(p) for p in proteins])
     config = with_sampling_options(config, args)
     check_memory(records, config, args.num_samples, args.steps, args.max_memory_gb, args.force)
     checkpoint = describe_checkpoint(args.checkpoint, info)
     header_args = {"checkpoint": checkpoint, "seed": args.seed, "steps": args.steps}
     entries = []
-    with staged_output(args.out) as stage:
+    with staged_output(args.out, getattr(args, "overwrite", False)) as stage:
         for i, (rec, protein) in enumerate(zip(records, proteins)):
             log(f"[{i + 1}/{len(records)}] {rec.name}: {rec.length} residues, "
                 f"{args.num_samples} sample(s) x {args.steps} steps ...")
             result, entry = evaluate_record(
                 params, config, rec, protein.coords_CA, record_seed(args.seed, i), args.num_samples,
-                args.steps, native_backbone=(protein.coords_N, protein.coords_CA, protein.coords_C))
+                args.steps, native_backbone=(protein.coords_N, protein.coords_CA, protein.coords_C),
+                residue_index=native_residue_index(protein, file_numbering))
             k = entry["best_sample"]
             entry["file"] = write_samples(stage, rec, result, args.format, header_args,
                                           indices=[k])[0]

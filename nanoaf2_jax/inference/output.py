@@ -23,13 +23,35 @@ from .records import InputError, Record
 from .structure_io import atomic_write_text, write_backbone
 
 
+# Files that mark a directory as holding an earlier run's predictions.
+_RESULT_FILES = ("summary.json", "evaluation.json", "evaluation.md")
+_STRUCTURE_GLOBS = ("*_sample*.pdb", "*_sample*.cif")
+
+
+def earlier_results(out: Path) -> list[str]:
+    """Names of an earlier prediction run's files in `out` (summaries, sample structures)."""
+    if not out.is_dir():
+        return []
+    found = [name for name in _RESULT_FILES if (out / name).exists()]
+    structures = sorted({p.name for g in _STRUCTURE_GLOBS for p in out.glob(g)})
+    if structures:
+        found.append(f"{len(structures)} structure file(s) such as {structures[0]}")
+    return found
+
+
 @contextlib.contextmanager
-def staged_output(out_dir):
+def staged_output(out_dir, overwrite: bool = False):
     """Yield a fresh hidden directory next to `out_dir`; on success move its files into
-    `out_dir` (a rename when out_dir does not exist yet), on failure delete it."""
+    `out_dir` (a rename when out_dir does not exist yet), on failure delete it. An `out_dir`
+    already holding predictions is refused unless `overwrite` (then same-named files are
+    replaced)."""
     out = Path(out_dir).absolute()
     if out.exists() and not out.is_dir():
         raise InputError(f"output {out}: exists and is not a directory")
+    earlier = earlier_results(out)
+    if earlier and not overwrite:
+        raise InputError(f"output {out}: already holds predictions ({', '.join(earlier)}); "
+                         "pass --overwrite to replace them, or choose another --out")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
@@ -79,15 +101,17 @@ def structure_header(record: Record, checkpoint, seed: int, steps: int, k: int, 
 
 
 def write_samples(stage: Path, record: Record, result: dict, fmt: str, header_args: dict,
-                  stem: str | None = None, indices=None) -> list[str]:
-    """One structure file per sample: {record}_sample{k}.{fmt}. Returns the file names."""
-    n = result["coords_CA"].shape[0]
+                  stem: str | None = None, indices=None, first: int = 0,
+                  total: int | None = None) -> list[str]:
+    """One structure file per sample: {record}_sample{k}.{fmt}. Returns the file names.
+    first: the run's index of the result's row 0 (results that come in chunks); total: N."""
+    n = result["coords_CA"].shape[0] if total is None else total
     names = []
-    for k in range(n) if indices is None else indices:
-        name = f"{stem or record.name}_sample{k}.{fmt}"
+    for k in range(result["coords_CA"].shape[0]) if indices is None else indices:
+        name = f"{stem or record.name}_sample{first + k}.{fmt}"
         write_backbone(stage / name, record.codes, result["coords_N"][k], result["coords_CA"][k],
                        result["coords_C"][k], plddt=result["plddt"][k],
-                       header_lines=structure_header(record, k=k, n=n, **header_args), fmt=fmt)
+                       header_lines=structure_header(record, k=first + k, n=n, **header_args), fmt=fmt)
         names.append(name)
     return names
 

@@ -8,11 +8,18 @@ through output.py, and the command line is cli/sample.py.
 Randomness: sample k of record i (both 0-based, records in input order) is drawn from a numpy
 generator seeded with (seed, i, k). Sample k of a record is therefore the same structure whatever
 --num-samples is, and the same seed always gives the same structures.
+
+Memory: N samples go through in chunks of equal size (`chunk_plan`), the largest whose estimated
+peak (memory.py) fits the limit, or --batch-samples; the caller writes each chunk before the next
+is drawn, so N is bounded by the disk, not by memory. The trunk runs once per chunk. The last
+chunk is filled up with samples N, N+1, ... (drawn and discarded) so that every chunk has the
+same shape and the sampler compiles once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import jax
@@ -51,6 +58,24 @@ def load_model(checkpoint, preset: str | None = None):
     return params, config, dict(info or {})
 
 
+def native_rules(info: dict) -> tuple[bool, bool]:
+    """(modified_residues, file_numbering) the checkpoint's run trained with, so that natives
+    are read (and numbered for the trunk) as its training structures were; a bare state_dict
+    carries no training config: the reference's rules (False, False)."""
+    train_config = info.get("train_config") or {}
+    return bool(train_config.get("modified_residues", False)), bool(train_config.get("file_numbering", False))
+
+
+def native_residue_index(protein, file_numbering: bool):
+    """The numbering the trunk sees for a native's sequence: its file numbering (gaps are chain
+    breaks) when the model trained on it, else None (0..L-1)."""
+    if not file_numbering:
+        return None
+    from ..data.batching import feature_residue_index
+
+    return feature_residue_index(protein.residue_index)
+
+
 def with_sampling_options(config: ModelConfig, args) -> ModelConfig:
     """The model config with the command line's sampling options (--eta) applied."""
     if getattr(args, "eta", None) is None:
@@ -70,15 +95,30 @@ def memory_limit(max_memory_gb: float | None) -> tuple[int | None, str]:
 
 
 def check_memory(records, config: ModelConfig, num_samples: int, num_steps: int,
-                 max_memory_gb: float | None, force: bool) -> None:
-    """Refuse (before any sampling) records whose estimated peak memory exceeds the limit."""
-    if force:
-        return
+                 max_memory_gb: float | None, force: bool, batch_samples: int | None = None) -> int:
+    """Samples per compiled call for these records (the smallest over them; chunk_plan), after
+    refusing (before any sampling) a record whose estimated peak exceeds the limit even one
+    sample at a time (or at --batch-samples)."""
     limit, source = memory_limit(max_memory_gb)
     num_params = memory.parameter_count(config)
+    per_call = num_samples if batch_samples is None else min(batch_samples, num_samples)
     for rec in records:
-        memory.check_fits(rec.name, rec.length, config, num_samples, num_steps, limit, source,
-                          num_params=num_params)
+        fits = memory.samples_that_fit(rec.length, config, num_steps, limit, num_params)
+        if batch_samples is None and fits is not None:
+            per_call = min(per_call, max(fits, 1))
+        if not force:
+            memory.check_fits(rec.name, rec.length, config, per_call if batch_samples else 1,
+                              num_steps, limit, source, num_params=num_params)
+    return per_call
+
+
+def chunk_plan(num_samples: int, per_call: int) -> list[tuple[int, int]]:
+    """(first sample, samples kept) per call; every call computes the same padded size
+    ceil(N / calls), so no chunk is much smaller than the others."""
+    per_call = max(1, min(per_call, num_samples))
+    calls = math.ceil(num_samples / per_call)
+    size = math.ceil(num_samples / calls)
+    return [(first, min(size, num_samples - first)) for first in range(0, num_samples, size)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,34 +132,60 @@ def record_seed(seed: int, index: int) -> tuple[int, int]:
 
 
 def draw_noise(seed: tuple[int, int], num_samples: int, length: int, num_steps: int,
-               dtype=np.float32) -> SampleNoise:
-    """Standard normals for N samples; sample k comes from its own numpy generator seeded with
-    (*seed, k) = (run seed, record index, k), so it does not depend on how many samples are drawn with it.
+               dtype=np.float32, first: int = 0) -> SampleNoise:
+    """Standard normals for samples first .. first + num_samples - 1; sample k comes from its own
+    numpy generator seeded with (*seed, k) = (run seed, record index, k), so it does not depend
+    on how many samples are drawn with it, nor on the chunk it is drawn in.
 
     numpy rather than jax.random: a jax draw compiles once per shape (seconds on a CPU, as
     long as compiling the sampler itself), and every new sequence length is a new shape.
+    Filled in place, one sample at a time: no float64 copy of the whole draw.
     """
-    parts = []
-    for k in range(num_samples):
-        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([*seed, k])))
+    omega = np.empty((num_samples, length), dtype)
+    axis = np.empty((num_samples, length, 3), dtype)
+    init = np.empty((num_samples, length, 3), dtype)
+    steps = np.empty((num_steps - 1, num_samples, length, 3), dtype)
+    for i in range(num_samples):
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([*seed, first + i])))
         # Fixed draw order; trans_steps last so that the other draws do not depend on --steps.
-        parts.append((rng.standard_normal(length), rng.standard_normal((length, 3)),
-                      rng.standard_normal((length, 3)),
-                      rng.standard_normal((num_steps - 1, length, 3))))
-    omega, axis, init, steps = (np.stack(x).astype(dtype) for x in zip(*parts))
-    return SampleNoise(omega, axis, init, np.ascontiguousarray(np.swapaxes(steps, 0, 1)))
+        omega[i] = rng.standard_normal(length)
+        axis[i] = rng.standard_normal((length, 3))
+        init[i] = rng.standard_normal((length, 3))
+        steps[:, i] = rng.standard_normal((num_steps - 1, length, 3))
+    return SampleNoise(omega, axis, init, steps)
 
 
 def params_dtype(params):
     return jax.tree_util.tree_leaves(params)[0].dtype
 
 
-def predict_codes(params, config: ModelConfig, codes, seed, num_samples: int,
-                  num_steps: int = NUM_SAMPLE_STEPS) -> dict:
-    """All N samples of one sequence in one compiled call. Returns numpy arrays:
-    coords_N/CA/C [N, L, 3] and plddt [N, L] in [0, 1] (with the reference's sequence-only head
-    every row is the same)."""
+_KEYS = ("coords_N", "coords_CA", "coords_C", "plddt")
+
+
+def predict_chunks(params, config: ModelConfig, codes, seed, num_samples: int,
+                   num_steps: int = NUM_SAMPLE_STEPS, per_call: int | None = None,
+                   residue_index=None):
+    """Yield (first sample index, result) per chunk (chunk_plan), each result holding numpy
+    coords_N/CA/C [n, L, 3] and plddt [n, L] of samples first .. first + n - 1.
+    residue_index [L]: the numbering the model sees (default 0..L-1)."""
     codes = jnp.asarray(codes, jnp.int32)
-    noise = draw_noise(seed, num_samples, int(codes.shape[0]), num_steps, params_dtype(params))
-    result = sample_jit(params, codes, noise, config)
-    return {k: np.asarray(result[k]) for k in ("coords_N", "coords_CA", "coords_C", "plddt")}
+    length = int(codes.shape[0])
+    plan = chunk_plan(num_samples, per_call or num_samples)
+    size = plan[0][1]
+    if residue_index is not None:
+        residue_index = jnp.asarray(residue_index, jnp.int32)
+    for first, kept in plan:
+        noise = draw_noise(seed, size, length, num_steps, params_dtype(params), first=first)
+        result = sample_jit(params, codes, noise, config, residue_index)
+        yield first, {k: np.asarray(result[k][:kept]) for k in _KEYS}
+
+
+def predict_codes(params, config: ModelConfig, codes, seed, num_samples: int,
+                  num_steps: int = NUM_SAMPLE_STEPS, per_call: int | None = None,
+                  residue_index=None) -> dict:
+    """All N samples of one sequence (in chunks of per_call, default one call). Returns numpy
+    arrays: coords_N/CA/C [N, L, 3] and plddt [N, L] in [0, 1] (with the reference's
+    sequence-only head every row is the same)."""
+    parts = [r for _, r in predict_chunks(params, config, codes, seed, num_samples, num_steps,
+                                          per_call, residue_index)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in _KEYS}

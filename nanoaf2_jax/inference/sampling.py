@@ -40,15 +40,17 @@ def draw_sample_noise(key, num_samples: int, length: int, num_steps: int = NUM_S
     )
 
 
-def sample(params, sequence, noise: SampleNoise, config: ModelConfig):
+def sample(params, sequence, noise: SampleNoise, config: ModelConfig, residue_index=None):
     """Sequence [L] -> dict of frames_rots [N, L, 3, 3], frames_trans, coords_N/CA/C [N, L, 3],
-    plddt [N, L] (the same row for every sample with the reference's sequence-only head). The number of steps is the leading size of noise.trans_steps plus one."""
+    plddt [N, L] (the same row for every sample with the reference's sequence-only head). The number of steps is the leading size of noise.trans_steps plus one.
+    residue_index [L]: the residue numbering the trunk sees (a model trained with
+    --file-numbering sees chain breaks as gaps); default 0..L-1, as the reference."""
     num_steps = noise.trans_steps.shape[0] + 1
     n, L = noise.rot_omega.shape
     dtype = noise.trans_init.dtype
     model = AlphaFold2(config)
     seq = jnp.asarray(sequence)[None]
-    residue_index = jnp.arange(L)[None]
+    residue_index = jnp.arange(L)[None] if residue_index is None else jnp.asarray(residue_index)[None]
 
     def trunk(m):
         single, pair = m.trunk(seq, residue_index)
@@ -105,8 +107,8 @@ def sample(params, sequence, noise: SampleNoise, config: ModelConfig):
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def sample_jit(params, sequence, noise: SampleNoise, config: ModelConfig):
-    return sample(params, sequence, noise, config)
+def sample_jit(params, sequence, noise: SampleNoise, config: ModelConfig, residue_index=None):
+    return sample(params, sequence, noise, config, residue_index)
 
 
 def sample_with_key(params, sequence, key, config: ModelConfig, num_samples: int = 1, num_steps: int = NUM_SAMPLE_STEPS):

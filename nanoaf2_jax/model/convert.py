@@ -148,12 +148,19 @@ def save_state_dict(state_dict: dict, path) -> str:
     train.py saves it) or `.npz`. Written to a temporary name, then renamed."""
     path = os.fspath(path)
     tmp = f"{path}.tmp-{os.getpid()}"
-    if path.endswith(".pt"):
-        import torch
-
-        torch.save({"model_state_dict": {k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()}}, tmp)
-    else:
+    try:
         with open(tmp, "wb") as f:
-            np.savez(f, **state_dict)
-    os.replace(tmp, path)
+            if path.endswith(".pt"):
+                import torch
+
+                torch.save({"model_state_dict": {k: torch.from_numpy(np.array(v))
+                                                 for k, v in state_dict.items()}}, f)
+            else:
+                np.savez(f, **state_dict)
+            f.flush()
+            os.fsync(f.fileno())  # whole on disk before the rename makes it the file
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return path

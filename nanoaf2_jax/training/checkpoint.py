@@ -8,6 +8,12 @@ orbax writes a step into `<step>.orbax-checkpoint-tmp-*` and renames it when com
 commit_success.txt first. We trust only step directories holding that marker (and the other
 files a finished save leaves): a step directory without it was not written by a finished orbax
 save and is never restored from.
+
+After the commit each step gets a checksum manifest (manifest.py: size and CRC-32 of every
+file); restoring checks it first, so a file damaged later (a disk error, an overwritten file)
+is caught even where orbax would read it without complaint. A committed step that fails its
+checks or its restore is `CorruptCheckpoint`: the run state sets it aside and falls back to the
+next newest (run_state.py).
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ from pathlib import Path
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from . import manifest as checksums
+from .write_errors import quiet_orbax, remove_partial_saves, write_failure
 
 from ..model.model_config import ModelConfig, model_preset
 from ..model.convert import ConversionError, load_state_dict, state_dict_to_params, template_params
@@ -40,6 +49,10 @@ _STATE_DICT_SUFFIXES = (".pt", ".pth", ".npz")
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be found, read or used; the message names the path."""
+
+
+class CorruptCheckpoint(CheckpointError):
+    """A committed checkpoint whose files fail their checksums or do not restore."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,12 +106,46 @@ def read_meta(step_dir) -> dict:
     try:
         restored = ocp.Checkpointer(ocp.CompositeCheckpointHandler()).restore(
             step_dir.absolute(), args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-    except (ValueError, KeyError, OSError) as err:
-        raise CheckpointError(f"{step_dir}: cannot read the checkpoint's metadata: {err}") from err
+    except Exception as err:  # noqa: BLE001 - tensorstore and orbax raise bare Exceptions too
+        raise CorruptCheckpoint(
+            f"{step_dir}: cannot read the checkpoint's metadata: {_first_line(err)}") from err
     meta = restored.meta
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{step_dir}: not a nanoaf2-jax training checkpoint")
     return meta
+
+
+def verify(step_dir, items=None) -> bool:
+    """Check the step's checksum manifest (True: checked, False: it has none); raises
+    CorruptCheckpoint naming the first damaged file. `items`: only these parts (and the step's
+    own files), e.g. ("params", "meta") for inference."""
+    try:
+        return checksums.verify(step_dir, items)
+    except checksums.ManifestMismatch as err:
+        raise CorruptCheckpoint(f"{step_dir}: {err}") from None
+
+
+def set_aside(step_dir) -> Path:
+    """Rename a corrupt step directory to <step>.corrupt (then .corrupt-2, ...): kept for a
+    post-mortem, out of orbax's list of steps, never deleted."""
+    step_dir = Path(step_dir)
+    target = step_dir.with_name(f"{step_dir.name}.corrupt")
+    n = 1
+    while target.exists():
+        n += 1
+        target = step_dir.with_name(f"{step_dir.name}.corrupt-{n}")
+    step_dir.rename(target)
+    return target
+
+
+def _first_line(err: BaseException) -> str:
+    """The innermost cause's first line: orbax wraps tensorstore's reason ("OUT_OF_RANGE: Error
+    reading ... in OCDBT database ...") into a bare Exception about an array index."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    text = str(err).strip() or type(err).__name__
+    line = text.splitlines()[0].split(" [tensorstore_spec=")[0]
+    return line if len(line) <= 300 else line[:300] + "..."
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,25 +191,47 @@ class TrainCheckpointer:
     def step_dir(self, step: int) -> Path:
         return self.dir / str(step)
 
+    def reopen(self):
+        """A fresh manager after step directories were renamed under the running one (it lists
+        the steps once, when opened)."""
+        self.manager.reload()
+
     def save(self, step: int, params, opt_state, meta: dict) -> Path:
+        """Write `step` and its checksum manifest. A failure (a full disk, an unwritable
+        directory) leaves no temporary directory and raises WriteFailure: one line."""
         meta = dict(meta, format=FORMAT, step=step)
-        self.manager.save(step, args=ocp.args.Composite(
-            params=ocp.args.StandardSave(params),
-            opt_state=ocp.args.StandardSave(opt_state),
-            meta=ocp.args.JsonSave(meta)))
-        self.manager.wait_until_finished()
+        last = self.latest_step()
+        try:
+            with quiet_orbax():
+                self.manager.save(step, args=ocp.args.Composite(
+                    params=ocp.args.StandardSave(params),
+                    opt_state=ocp.args.StandardSave(opt_state),
+                    meta=ocp.args.JsonSave(meta)))
+                self.manager.wait_until_finished()
+            if jax.process_index() == 0:
+                checksums.write(self.step_dir(step))
+        except Exception as err:  # noqa: BLE001 - orbax raises ValueError, OSError, Exception
+            remove_partial_saves(self.dir, step)
+            if jax.process_index() == 0 and not checksums.has_manifest(self.step_dir(step)):
+                # Committed without its manifest, or half-renamed: not a step to resume from.
+                shutil.rmtree(self.step_dir(step), ignore_errors=True)
+            raise write_failure(f"checkpoint step {step}", self.dir, err, last) from None
         return self.step_dir(step)
 
     def restore(self, step: int, params_like, opt_state_like):
-        """(params, opt_state, meta) of `step`; the *_like trees give structure and shapes."""
+        """(params, opt_state, meta) of `step`; the *_like trees give structure and shapes.
+        CorruptCheckpoint: its files fail their checksums or do not restore."""
         step_dir = self.step_dir(step)
+        verify(step_dir)
         meta = read_meta(step_dir)
         try:
-            restored = self.manager.restore(step, args=ocp.args.Composite(
-                params=ocp.args.StandardRestore(params_like),
-                opt_state=ocp.args.StandardRestore(opt_state_like),
-                meta=ocp.args.JsonRestore()))
-        except (ValueError, KeyError, FileNotFoundError) as err:
+            with quiet_orbax():
+                restored = ocp.Checkpointer(ocp.CompositeCheckpointHandler()).restore(
+                    step_dir, args=ocp.args.Composite(
+                        params=ocp.args.StandardRestore(params_like),
+                        opt_state=ocp.args.StandardRestore(opt_state_like),
+                        meta=ocp.args.JsonRestore()))
+        except Exception as err:  # noqa: BLE001 - tensorstore raises bare Exceptions
             if "structure" in str(err).lower():  # orbax: "Structure mismatch", "tree structures do not match"
                 # Orbax lists every key of both trees; the cause in practice is one line.
                 raise CheckpointError(
@@ -171,7 +240,7 @@ class TrainCheckpointer:
                     "training/adamw.py, 2026-12-01, hold optax.adamw's state). Its weights still "
                     "load for sampling, evaluation and export (--checkpoint); to train on, start a "
                     "new run") from None
-            raise CheckpointError(f"{step_dir}: cannot restore: {err}") from err
+            raise CorruptCheckpoint(f"{step_dir}: cannot restore: {_first_line(err)}") from err
         return restored.params, restored.opt_state, meta
 
     def close(self):
@@ -195,18 +264,51 @@ def load_for_inference(path, preset: str | None = None):
         raise CheckpointError(f"{path}: no such file or directory")
     if path.is_file():
         return _load_state_dict_file(path, preset or "default")
-    step_dir = _resolve_step_dir(path)
+    if is_complete(path):  # one step asked for: that one or an error
+        return _load_step_params(path)
+    candidates = _candidate_steps(path)
+    for i, step_dir in enumerate(candidates):
+        try:
+            params, config, info = _load_step_params(step_dir)
+        except CorruptCheckpoint as err:
+            # Reported and skipped, not renamed: a training run may still own this directory
+            # (its own --resume sets damaged steps aside).
+            _LOG.warning("unusable checkpoint: %s; trying the next older one", err)
+            continue
+        if i:
+            info["skipped_corrupt"] = [str(p) for p in candidates[:i]]
+            _LOG.warning("using %s (step %d): the %d newer checkpoint(s) are damaged",
+                         step_dir, info["step"], i)
+        return params, config, info
+    raise CheckpointError(f"{path}: none of its {len(candidates)} checkpoints restores "
+                          "(each reported above)")
+
+
+def _load_step_params(step_dir: Path):
+    verify(step_dir, items=("params", "meta"))
     meta = read_meta(step_dir)
     config = ModelConfig.from_dict(meta["config"]["model"])
     target = template_params(config)
     try:
-        restored = ocp.Checkpointer(ocp.CompositeCheckpointHandler()).restore(
-            step_dir.absolute(), args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))
-    except (ValueError, KeyError, FileNotFoundError) as err:
-        raise CheckpointError(f"{step_dir}: cannot restore the parameters: {err}") from err
+        with quiet_orbax():
+            restored = ocp.Checkpointer(ocp.CompositeCheckpointHandler()).restore(
+                step_dir.absolute(), args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))
+    except Exception as err:  # noqa: BLE001 - tensorstore raises bare Exceptions
+        raise CorruptCheckpoint(
+            f"{step_dir}: cannot restore the parameters: {_first_line(err)}") from err
     info = {"source": str(step_dir), "kind": "checkpoint", "step": meta["step"],
             "epoch": meta.get("epoch"), "train_config": meta["config"]}
     return restored.params, config, info
+
+
+def _candidate_steps(path: Path) -> list[Path]:
+    """Complete steps of a run or checkpoints directory, newest first."""
+    for ckpt_dir in (path / CHECKPOINT_SUBDIR, path):
+        complete, _ = scan(ckpt_dir)
+        if complete:
+            return [complete[s] for s in sorted(complete, reverse=True)]
+    _resolve_step_dir(path)  # raises the right message
+    raise AssertionError("unreachable")
 
 
 def _resolve_step_dir(path: Path) -> Path:

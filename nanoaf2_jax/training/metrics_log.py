@@ -31,6 +31,10 @@ TENSORBOARD_DIR = "tensorboard"
 _NOT_SCALARS = ("step", "epoch", "time")
 
 
+class MetricsWriteError(OSError):
+    """metrics.jsonl or the TensorBoard events could not be written (the OSError's cause)."""
+
+
 class MetricsLog:
     """<output_dir>/metrics.jsonl: one JSON object per logged step, flushed as written; with
     `tensorboard_dir`, every numeric value of each record also as a TensorBoard scalar
@@ -65,6 +69,12 @@ class MetricsLog:
         os.replace(tmp, self.path)
 
     def write(self, record: dict):
+        try:
+            self._write(record)
+        except OSError as err:
+            raise MetricsWriteError(err.errno, err.strerror, str(self.path)) from err
+
+    def _write(self, record: dict):
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
         if self._tb is not None:
@@ -74,7 +84,10 @@ class MetricsLog:
                     self._tb.add_scalar(tag, value, global_step=record["step"], walltime=record.get("time"))
 
     def close(self):
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError:  # the buffered tail of a full disk: already reported by write()
+            pass
         if self._tb is not None:
             self._tb.close()
 

@@ -13,7 +13,8 @@ import jax
 import numpy as np
 
 from ..model.alphafold2 import init_params
-from .checkpoint import TrainCheckpointer, checkpoints_dir, latest_complete, read_meta
+from .checkpoint import (CorruptCheckpoint, TrainCheckpointer, checkpoints_dir, read_meta, scan,
+                         set_aside, verify)
 from .distributed import barrier
 from .train_config import TrainConfig, TrainingError
 
@@ -28,12 +29,20 @@ def dataset_fingerprint(proteins) -> list:
 
 
 def saved_config(output_dir) -> TrainConfig:
-    """The config of the latest complete checkpoint in `output_dir` (for --resume)."""
-    latest = latest_complete(checkpoints_dir(output_dir))
-    if latest is None:
+    """The config of the newest checkpoint in `output_dir` that passes its checks (for
+    --resume; a damaged newer one is reported and set aside when the run restores)."""
+    complete, _ = scan(checkpoints_dir(output_dir))
+    if not complete:
         raise TrainingError(f"{output_dir}: no complete checkpoint to resume from "
                             f"(looked in {checkpoints_dir(output_dir)})")
-    return TrainConfig.from_dict(read_meta(latest)["config"])
+    for step in sorted(complete, reverse=True):
+        try:
+            verify(complete[step])
+            return TrainConfig.from_dict(read_meta(complete[step])["config"])
+        except CorruptCheckpoint:
+            continue
+    raise TrainingError(f"{checkpoints_dir(output_dir)}: none of the {len(complete)} checkpoints "
+                        f"(steps {', '.join(map(str, complete))}) is readable; nothing to resume from")
 
 
 def _check_resumable(config: TrainConfig, meta: dict, fingerprint: list, step_dir: Path):
@@ -95,11 +104,11 @@ class RunState:
             return params, opt_state, train_key, rng, 0
         if latest is None:
             raise TrainingError(f"{self.out}: no complete checkpoint to resume from")
-        step_dir = self.ckpt.step_dir(latest)
-        params, opt_state = jax.eval_shape(init, init_key)  # shapes only: restored below
+        abstract = jax.eval_shape(init, init_key)  # shapes only: restored below
         if self.parallel is not None:
-            params, opt_state = self.parallel.abstract((params, opt_state))
-        params, opt_state, meta = self.ckpt.restore(latest, params, opt_state)
+            abstract = self.parallel.abstract(abstract)
+        params, opt_state, meta, latest = self._restore_newest_good(*abstract)
+        step_dir = self.ckpt.step_dir(latest)
         _check_resumable(self.config, meta, self.fingerprint, step_dir)
         rng.bit_generator.state = meta["data_rng_state"]
         self.loader_state = meta.get("data_loader_state")
@@ -107,6 +116,32 @@ class RunState:
         self.last_checkpoint = step_dir
         self.log.info("resuming from %s (step %d, epoch %d)", step_dir, latest, meta["epoch"])
         return params, opt_state, train_key, rng, latest
+
+    def _restore_newest_good(self, params_like, opt_state_like):
+        """(params, opt_state, meta, step) of the newest checkpoint that passes its checksums and
+        restores. Each one that does not is reported in one line and renamed <step>.corrupt."""
+        steps = self.ckpt.steps()
+        bad = []
+        for step in reversed(steps):
+            try:
+                params, opt_state, meta = self.ckpt.restore(step, params_like, opt_state_like)
+                break
+            except CorruptCheckpoint as err:
+                moved = set_aside(self.ckpt.step_dir(step)) if jax.process_index() == 0 else None
+                self.log.warning("unusable checkpoint: %s; set aside as %s", err,
+                                 moved.name if moved else f"{step}.corrupt")
+                bad.append(step)
+        else:
+            raise TrainingError(
+                f"{self.ckpt.dir}: no checkpoint restores ({len(bad)} tried, set aside as "
+                f"{', '.join(f'{s}.corrupt' for s in bad)}); nothing to resume from: start a new "
+                f"run in another --output-dir")
+        if bad:
+            barrier("nanoaf2_jax:set-aside")
+            self.ckpt.reopen()
+            self.log.warning("resuming from step %d instead of step %d: %d step(s) of training "
+                             "lost and recomputed", step, bad[0], bad[0] - step)
+        return params, opt_state, meta, step
 
     def save(self, step, params, opt_state, rng_state, train_key, loader_state=None):
         if self.ckpt.latest_step() == step:

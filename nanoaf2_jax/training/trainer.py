@@ -30,12 +30,14 @@ from ..model.alphafold2 import count_parameters
 from ..model.convert import (layers_beyond_reference, params_to_state_dict, save_state_dict,
                              tensors_beyond_reference)
 from .data_source import TrainingData, training_data
-from .metrics_log import METRICS_FILE, TENSORBOARD_DIR, MetricsLog, NullMetricsLog, StepMetrics
+from .metrics_log import (METRICS_FILE, TENSORBOARD_DIR, MetricsLog, MetricsWriteError,
+                          NullMetricsLog, StepMetrics)
 from .mixed_precision import compute_dtype_of
 from .parallel import DataParallel, make_parallel_train_step
 from .run_state import RunState
 from .train_config import TrainConfig, TrainingError
 from .train_step import lr_schedule, make_optimizer
+from .write_errors import write_failure
 
 _LOG = logging.getLogger("nanoaf2_jax.train")
 
@@ -139,6 +141,9 @@ class _Run:
             with redirect:
                 params, opt_state, step = self._loop(params, opt_state, train_key, rng, step,
                                                      metrics_log, bar)
+        except MetricsWriteError as err:
+            raise write_failure("the step metrics", err.filename, err,
+                                self.state.ckpt.latest_step()) from None
         finally:
             bar.close()
             metrics_log.close()
@@ -229,7 +234,13 @@ class _Run:
 
     def export(self, params) -> Path:
         suffix = ".pt" if _torch_available() else ".npz"
-        path = save_state_dict(params_to_state_dict(params), self.out / f"final_model{suffix}")
+        target = self.out / f"final_model{suffix}"
+        for stale in self.out.glob("final_model.*.tmp-*"):  # of a run killed while exporting
+            stale.unlink(missing_ok=True)
+        try:
+            path = save_state_dict(params_to_state_dict(params), target)
+        except OSError as err:  # the final checkpoint is on disk: --resume exports again
+            raise write_failure("the final model", target, err, self.state.ckpt.latest_step()) from None
         self.log.info("exported the final weights (reference state_dict layout) to %s", path)
         extra = tensors_beyond_reference(self.config.model)
         if extra:
