@@ -16,6 +16,7 @@ import logging
 import sys
 
 from configs import PRESETS, get_preset
+from nanoaf2_jax.cli.compilation_cache import add_compilation_cache_argument, enable_compilation_cache
 from nanoaf2_jax.data.download import RCSB_DOWNLOAD_URL, DownloadError, validate_pdb_id
 from nanoaf2_jax.data.structures import StructureError
 from nanoaf2_jax.model import model_config
@@ -279,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--base-url", default=RCSB_DOWNLOAD_URL, metavar="URL",
                      help="download from here")
     add_matmul_precision_argument(run)
+    add_compilation_cache_argument(run)
     run.add_argument("--offline", action="store_true",
                      help="never download; fail if a --pdb-ids file is missing")
     run.add_argument("--print-config", action="store_true",
@@ -341,6 +343,8 @@ def _start_processes(args):
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.print_config:
+        enable_compilation_cache(args.compilation_cache)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-save chatter
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # "no TPU" notices

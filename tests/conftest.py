@@ -1,6 +1,7 @@
 """Session fixtures shared by the test files, and the XLA flags of the test run."""
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +13,19 @@ import pytest
 TEST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
 
+# JAX's persistent compilation cache (nanoaf2_jax/cli/compilation_cache.py) for the whole run:
+# the tests in this process and the commands they start (which inherit the variable) read back
+# what an earlier run compiled. It lives in the work tree (git-ignored), never in the user's
+# ~/.cache; NANOAF2_JAX_COMPILATION_CACHE set outside wins (a directory, or off for a cold run).
+TEST_COMPILATION_CACHE = Path(__file__).resolve().parents[1] / ".cache" / "jax-tests"
+os.environ.setdefault("NANOAF2_JAX_COMPILATION_CACHE", str(TEST_COMPILATION_CACHE))
+
+from nanoaf2_jax.cli.compilation_cache import enable_compilation_cache  # noqa: E402 (after XLA_FLAGS)
+
+_CACHE_DIR = enable_compilation_cache()
+
 
 @pytest.fixture(scope="session")
-def compile_cache(tmp_path_factory):
-    return tmp_path_factory.getbasetemp() / "jax-compilation-cache"
+def compile_cache():
+    """The cache directory the commands started by the tests share (None: off)."""
+    return _CACHE_DIR

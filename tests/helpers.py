@@ -53,8 +53,10 @@ def train_command(*args):
 
 
 def subprocess_env(cache):
-    return dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(cache),
-                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    """The commands' environment: CPU, and the test run's compilation cache (conftest.py)."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env["NANOAF2_JAX_COMPILATION_CACHE"] = str(cache) if cache is not None else "off"
+    return env
 
 
 def run_train(cache, cwd, *args, check=True):

@@ -110,3 +110,20 @@ def test_config_rejects_unknown_keys_and_bad_heads():
     with pytest.raises(ValueError, match="c_atom=30"):
         ModelConfig(c_atom=30, denoise_heads=8)
     assert ModelConfig.from_json(json.dumps(ModelConfig().to_dict())) == ModelConfig()
+
+
+def test_template_params_traces_once_per_config_and_hands_out_fresh_trees():
+    """Sampling asks for the template twice (memory estimate, checkpoint restore); the model's
+    initialisation is traced once, and a caller altering its tree cannot alter the next one's."""
+    from nanoaf2_jax.model import convert
+    from nanoaf2_jax.model.model_config import MODEL_PRESETS
+
+    config = MODEL_PRESETS["tiny"]
+    convert._template_params.cache_clear()
+    first = convert.template_params(config)
+    first.pop(next(iter(first)))  # a careless caller
+    second = convert.template_params(config)
+    assert convert._template_params.cache_info().misses == 1
+    assert jax.tree_util.tree_structure(second) == jax.tree_util.tree_structure(
+        jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0))))
+    assert len(second) == len(first) + 1

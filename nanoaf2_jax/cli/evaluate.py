@@ -7,6 +7,7 @@ import argparse
 
 from ..evaluation.evaluate import run
 from ..model.precision import set_matmul_precision
+from .compilation_cache import enable_compilation_cache
 from .options import add_model_arguments, cli_errors, positive_int
 
 
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    enable_compilation_cache(args.compilation_cache)
     set_matmul_precision(args.matmul_precision)
     with cli_errors():
         run(args)

@@ -11,6 +11,7 @@ import sys
 
 from ..inference.sampling import NUM_SAMPLE_STEPS
 from ..model.precision import add_matmul_precision_argument
+from .compilation_cache import add_compilation_cache_argument
 
 MAX_SEED = 2**32 - 1
 
@@ -39,6 +40,7 @@ positive_float = checked_number(float, lambda v: v > 0 and math.isfinite(v), "mu
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by sample.py and the evaluation command."""
     add_matmul_precision_argument(parser)
+    add_compilation_cache_argument(parser)
     parser.add_argument(
         "--checkpoint", required=True, metavar="PATH",
         help="trained weights: an orbax run directory (its latest checkpoint is used), one "

@@ -26,6 +26,7 @@ from ..inference.predict import (check_memory, load_model, native_residue_index,
                                  predict_chunks, record_seed, with_sampling_options)
 from ..inference.records import InputError, Record, record_from_protein, records_from_inputs
 from ..model.precision import set_matmul_precision
+from .compilation_cache import enable_compilation_cache
 from .options import add_model_arguments, cli_errors
 
 
@@ -188,6 +189,7 @@ def summary_table(summary: dict) -> str:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    enable_compilation_cache(args.compilation_cache)
     set_matmul_precision(args.matmul_precision)
     with cli_errors():
         run(args)

@@ -6,6 +6,7 @@ Sequential indices join their parent's name), where the leaf is `kernel` for a L
 Embedding weight; `bias` stays `bias`.
 """
 
+import functools
 import os
 
 import jax
@@ -45,6 +46,15 @@ def path_to_torch_name(path: tuple) -> str:
 
 def template_params(config: ModelConfig):
     """Parameter shapes/dtypes of a model of this config, without allocating real weights."""
+    # A fresh tree each call (the containers; the leaves are immutable), so no caller can alter
+    # the cached one.
+    return jax.tree_util.tree_map(lambda leaf: leaf, _template_params(config))
+
+
+# Tracing the whole model's initialisation takes seconds, and sampling asks twice (the memory
+# estimate counts the parameters, the checkpoint restores into the template): once per config.
+@functools.lru_cache(maxsize=8)
+def _template_params(config: ModelConfig):
     return jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))
 
 
