@@ -156,6 +156,12 @@ def residue_pearson(entries: list[dict]) -> float:
     return pearson_r(x, y)
 
 
+def _sampler_compilations() -> int | None:
+    """How many programs the jitted sampler holds (jax's private counter; None without it)."""
+    size = getattr(sample_jit, "_cache_size", None)
+    return size() if size else None
+
+
 def run(args) -> list[dict]:
     proteins = load_dataset(args.data_dir, min_length=args.min_length, max_length=args.max_length)
     records = unique_names([record_from_protein(p) for p in proteins])
@@ -166,7 +172,7 @@ def run(args) -> list[dict]:
     header_args = {"checkpoint": checkpoint, "seed": args.seed, "steps": args.steps}
     training_set = training_set_of(args.checkpoint)
     exact = getattr(args, "exact_lengths", False)
-    compilations = sample_jit._cache_size()
+    compilations = _sampler_compilations()
     start = time.perf_counter()
     entries = []
     with staged_output(args.out) as stage:
@@ -198,10 +204,10 @@ def run(args) -> list[dict]:
                 log(f"[{i + 1}/{len(records)}] {rec.name}: nearest training sequence "
                     f"{entry['nearest_training_identity']:.0%} identical ({entry['nearest_training_sequence']}): "
                     f"{LOW_IDENTITY_NOTE}")
-        compilations = sample_jit._cache_size() - compilations
-        log(f"sampled {len(entries)} protein(s) in {time.perf_counter() - start:.1f} s with "
-            f"{compilations} compilation(s) of the sampler"
-            f"{'' if exact else ' (one per length bucket)'}")
+        compilations = None if compilations is None else _sampler_compilations() - compilations
+        log(f"sampled and scored {len(entries)} protein(s) in {time.perf_counter() - start:.1f} s"
+            + ("" if compilations is None else f" with {compilations} compilation(s) of the sampler")
+            + ("" if exact else " (one per length bucket)"))
         report = markdown_report(entries, args, checkpoint)
         write_json(stage / "evaluation.json", {
             "checkpoint": str(args.checkpoint), "checkpoint_info": info, "data_dir": str(args.data_dir),
