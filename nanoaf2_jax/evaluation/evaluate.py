@@ -21,6 +21,7 @@ The command line is cli/evaluate.py; `run(args)` takes its parsed arguments.
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -167,11 +168,14 @@ def run(args) -> list[dict]:
     records = unique_names([record_from_protein(p) for p in proteins])
     params, config, info = load_model(args.checkpoint, args.preset)
     config = with_sampling_options(config, args)
-    check_memory(records, config, args.num_samples, args.steps, args.max_memory_gb, args.force)
+    exact = getattr(args, "exact_lengths", False)
+    # The memory a protein needs is that of the length it is sampled at: its bucket's.
+    sampled = records if exact else [SimpleNamespace(name=r.name, length=bucket_length(r.length))
+                                     for r in records]
+    check_memory(sampled, config, args.num_samples, args.steps, args.max_memory_gb, args.force)
     checkpoint = describe_checkpoint(args.checkpoint, info)
     header_args = {"checkpoint": checkpoint, "seed": args.seed, "steps": args.steps}
     training_set = training_set_of(args.checkpoint)
-    exact = getattr(args, "exact_lengths", False)
     compilations = _sampler_compilations()
     start = time.perf_counter()
     entries = []
