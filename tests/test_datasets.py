@@ -382,3 +382,10 @@ def test_training_crops_long_chains_and_checkpoints_the_grain_state(tmp_path, co
     meta = read_meta(latest_complete(checkpoints_dir(out)))
     assert meta["data_loader_state"] == {"next_index": 4}
     assert sorted(meta["dataset"]) == [["H0", "A", 60], ["H1", "A", 30], ["H2", "A", 36]]
+    # Every chain's whole sequence (the 60-residue one uncropped), named as the fingerprint.
+    from nanoaf2_jax.geometry.residue_constants import decode_sequence
+    from nanoaf2_jax.training.training_sequences import SEQUENCES_FILE, read_sequences
+
+    names, seqs = read_sequences(out / SEQUENCES_FILE)
+    expected = {f"H{k}_A": decode_sequence(helix(n, seed=k).sequence) for k, n in enumerate((60, 30, 36))}
+    assert dict(zip(names, seqs)) == expected

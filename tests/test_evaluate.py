@@ -12,6 +12,7 @@ from nanoaf2_jax.model.model_config import MODEL_PRESETS
 from nanoaf2_jax.model.convert import params_to_state_dict, save_state_dict, template_params
 from nanoaf2_jax.geometry.residue_constants import encode_sequence
 from nanoaf2_jax.inference.structure_io import write_backbone
+from nanoaf2_jax.training.training_sequences import write_sequences
 from helpers import run_main
 
 TINY = MODEL_PRESETS["tiny"]  # what `--preset tiny` loads a bare state_dict as
@@ -71,6 +72,12 @@ def test_evaluate_writes_table_json_and_plots(tmp_path, ckpt, capsys):
     write_native(data / "helixA.pdb", "MKTAYIAKQRQI", seed=1)
     write_native(data / "helixB.cif", "GSHMLEDPVAAL", seed=2)
     out = tmp_path / "eval"
+    # The run the checkpoint came from trained on helixA's sequence (and another).
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / ckpt.name).write_bytes(ckpt.read_bytes())
+    ckpt = run_dir / ckpt.name
+    write_sequences(run_dir, [("trainA", "MKTAYIAKQRQI"), ("trainB", "WWWWPPPPCCCC")])
     rc, stdout, stderr = run_eval(capsys, "--checkpoint", ckpt, "--preset", "tiny",
                                   "--data-dir", data, "--num-samples", 2, "--steps", 4,
                                   "--out", out)
@@ -106,6 +113,29 @@ def test_evaluate_writes_table_json_and_plots(tmp_path, ckpt, capsys):
         assert (out / p["plot"]).read_bytes()[:4] == b"\x89PNG"
         assert p["file"] == f"{p['protein']}_sample{p['best_sample']}.pdb"
     assert f"| helixA | 12 | {proteins['helixA']['ca_rmsd_best']:.2f} |" in md
+
+    # Fold-level scores per sample, best and mean, and the helix baseline per protein.
+    for p in proteins.values():
+        for s in p["samples"]:
+            assert 0 <= s["q3"] <= 1 and s["long_range_precision"] is None  # 12 residues: no contact (NaN)
+        assert p["q3_best"] == max(s["q3"] for s in p["samples"])
+        assert p["helix"]["q3"] > 0.5 and 0 < p["helix"]["tm_score"] <= 1  # the natives are helices
+        assert p["padded_to"] == 32
+    # Both 12-residue proteins share one bucket, so one compilation.
+    assert report["sampler_compilations"] == 1 and "1 compilation(s) of the sampler" in stderr
+    (bin_row, all_row) = report["by_length"]
+    assert bin_row["bin"] == "<100" and bin_row["proteins"] == 2 and all_row["bin"] == "all"
+    mean, median, count = bin_row["tm_score"]
+    assert count == 2 and mean == pytest.approx(np.mean([p["tm_score_mean"] for p in proteins.values()]))
+    assert median == pytest.approx(mean)  # two values: the median is their mean
+    assert bin_row["helix_q3"][2] == 2 and bin_row["long_range_precision"][2] == 0
+    assert "| length bin | proteins | TM-score model | TM-score helix |" in md and "| <100 | 2 |" in md
+    # Identity to the nearest training sequence, and the note for the one below 30%.
+    assert proteins["helixA"]["nearest_training_identity"] == 1.0
+    assert proteins["helixA"]["nearest_training_sequence"] == "trainA"
+    assert proteins["helixB"]["nearest_training_identity"] < 0.3
+    notes = [line for line in stderr.splitlines() if "no training sequence above 30% identity" in line]
+    assert len(notes) == 1 and "helixB" in notes[0]
 
 
 def test_evaluate_errors(tmp_path, ckpt, capsys):

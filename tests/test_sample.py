@@ -24,6 +24,7 @@ from nanoaf2_jax.model.convert import (params_to_state_dict, save_state_dict, st
 from nanoaf2_jax.geometry.residue_constants import encode_sequence
 from nanoaf2_jax.inference.sampling import SampleNoise, sample_jit
 from nanoaf2_jax.inference.structure_io import read_backbone, write_backbone
+from nanoaf2_jax.training.training_sequences import write_sequences
 from helpers import run_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -145,6 +146,7 @@ def test_cli_writes_structures_and_summary(tmp_path, ckpt, tiny_params, capsys):
     assert rec["name"] == "seq1" and rec["length"] == len(SEQ) and rec["sequence"] == SEQ
     assert rec["mean_plddt"] == pytest.approx(100 * float(np.mean(expected["plddt"])), abs=1e-4)
     assert [s["file"] for s in rec["samples"]] == ["seq1_sample0.pdb", "seq1_sample1.pdb"]
+    assert "nearest_training_identity" not in rec  # a bare state_dict: no training sequences
 
     for k in range(2):
         path = out / f"seq1_sample{k}.pdb"
@@ -160,6 +162,22 @@ def test_cli_writes_structures_and_summary(tmp_path, ckpt, tiny_params, capsys):
         header = " ".join(back["header_lines"])
         assert f"sample={k}" in header and "seed=11" in header and f"steps={STEPS}" in header
         assert "checkpoint=" in header and "tiny.npz" in header
+
+
+def test_summary_reports_identity_to_the_nearest_training_sequence(tmp_path, ckpt, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "final_model.npz").write_bytes(ckpt.read_bytes())
+    write_sequences(run_dir, [("near", SEQ[:6] + "W" + SEQ[7:]), ("far", "GGGGGGGGGGGG")])
+    rc, _, err = run_cli(capsys, *base_args(run_dir / "final_model.npz", tmp_path / "a", "--sequence", SEQ,
+                                            "--sequence", "WPCHWPCHWPCH", "--num-samples", 1))
+    assert rc == 0, err
+    near, far = json.loads((tmp_path / "a" / "summary.json").read_text())["records"]
+    assert near["nearest_training_identity"] == pytest.approx(11 / 12)
+    assert near["nearest_training_sequence"] == "near"
+    assert far["nearest_training_identity"] < 0.3
+    notes = [line for line in err.splitlines() if "no training sequence above 30% identity" in line]
+    assert len(notes) == 1 and "seq2" in notes[0]
 
 
 def test_same_seed_same_structures(tmp_path, ckpt, capsys):

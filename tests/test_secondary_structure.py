@@ -16,7 +16,7 @@ import pytest
 
 from helpers import FIXTURES
 from nanoaf2_jax.data.structures import parse_structure
-from nanoaf2_jax.evaluation.secondary_structure import secondary_structure
+from nanoaf2_jax.evaluation.dssp import secondary_structure
 from nanoaf2_jax.inference.structure_io import write_backbone
 
 # mkdssp 4.2.2 on the deposited files (eight states; blank = loop, written '-').

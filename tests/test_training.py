@@ -22,6 +22,8 @@ from nanoaf2_jax.model.model_config import MODEL_PRESETS, ModelConfig
 from nanoaf2_jax.model.convert import template_params
 from nanoaf2_jax.data.download import REFERENCE_PDB_IDS
 from nanoaf2_jax.training.train_config import DEFAULT_BUCKETS, ConfigError, TrainConfig
+from nanoaf2_jax.geometry.residue_constants import decode_sequence
+from nanoaf2_jax.training.training_sequences import SEQUENCES_FILE, read_sequences
 from helpers import (SCHEDULE_STEPS, helix, write_pdb, two_helices, train_command, subprocess_env, run_faulty,
                      run_train, read_metrics)
 
@@ -351,7 +353,14 @@ def test_evaluation_during_training_logs_scores_and_draws_curves(tmp_path, compi
         assert r["eval/held_out/HLXC/ca_rmsd"] == r["eval/held_out/ca_rmsd_mean"]
         assert r["eval/train/ca_rmsd_mean"] == pytest.approx(
             (r["eval/train/HLXA/ca_rmsd"] + r["eval/train/HLXB/ca_rmsd"]) / 2)
+    for r in evals:  # the fold-level scores too (the 22-26-residue helices have no long-range contact)
+        assert 0 <= r["eval/train/HLXA/q3"] <= 1 and 0 <= r["eval/held_out/q3_mean"] <= 1
+        assert "eval/train/HLXA/long_range_precision" not in r
     assert (out / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The run's sequences, for sampling's identity to the nearest training sequence.
+    names, seqs = read_sequences(out / SEQUENCES_FILE)
+    assert sorted(names) == ["HLXA_A", "HLXB_A"]
+    assert sorted(seqs) == sorted(decode_sequence(helix(n, seed=s).sequence) for n, s in ((22, 1), (26, 2)))
     events = EventAccumulator(str(out / "tensorboard"))
     events.Reload()
     scalars = events.Scalars("eval/train/ca_rmsd_mean")

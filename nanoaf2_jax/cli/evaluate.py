@@ -17,8 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Predict every protein in a directory of PDB/mmCIF files from its own sequence\n"
             "(first chain with a backbone) and score the samples against the native chain:\n"
-            "CA-RMSD after Kabsch superposition, TM-score normalised by the native length and\n"
-            "CA lDDT; over the whole backbone, the N-CA-C RMSD, the mean rotation error of the\n"
+            "CA-RMSD after Kabsch superposition, TM-score normalised by the native length,\n"
+            "CA lDDT, Q3 (P-SEA states) and the precision of the top L/5 long-range contacts;\n"
+            "over the whole backbone, the N-CA-C RMSD, the mean rotation error of the\n"
             "residue frames and the fraction of C(i)-N(i+1) bonds within 0.1 Å of 1.33 Å (best\n"
             "and mean over samples); and mean pLDDT.\n\n"
             "Writes to --out: evaluation.md (the table), evaluation.json (all samples' scores),\n"
@@ -32,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-length", type=positive_int, default=None, metavar="L",
                         help="skip proteins longer than this (default: no limit)")
     add_model_arguments(parser)
+    parser.add_argument("--exact-lengths", action="store_true",
+                        help="sample each protein at its own length (one compilation per length) "
+                             "instead of padded to its length bucket under a residue mask (one "
+                             "per bucket; the same structures up to float rounding)")
     parser.add_argument("--out", default="evaluation", metavar="DIR",
                         help="output directory (default: %(default)s)")
     return parser

@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 
+from ..data.sequence_identity import LOW_IDENTITY, LOW_IDENTITY_NOTE
 from ..data.structures import Protein, parse_structure_spec
 from ..evaluation.scoring import best_and_mean, best_sample, sample_backbone, score_prediction, write_plot
 from ..inference.output import (
@@ -27,6 +28,7 @@ from ..inference.predict import (check_memory, load_model, native_residue_index,
 from ..inference.records import InputError, Record, record_from_protein, records_from_inputs
 from ..model.precision import set_matmul_precision
 from .compilation_cache import enable_compilation_cache
+from ..training.training_sequences import training_set_of
 from .options import add_model_arguments, cli_errors
 
 
@@ -115,6 +117,7 @@ def run(args) -> dict:
         log(f"note: --preset {args.preset} ignored: {args.checkpoint} carries its own model config")
     header_args = {"checkpoint": describe_checkpoint(args.checkpoint, info), "seed": args.seed,
                    "steps": args.steps}
+    training_set = training_set_of(args.checkpoint)  # None: the run wrote no sequences
     summary = {
         "checkpoint": str(args.checkpoint), "checkpoint_info": info, "config": config.to_dict(),
         "seed": args.seed, "steps": args.steps, "num_samples": args.num_samples,
@@ -150,6 +153,12 @@ def run(args) -> dict:
             entry = {"name": rec.name, "length": rec.length, "sequence": rec.sequence,
                      "mean_plddt": mean_plddt, "plddt": 100.0 * plddt,
                      "seconds": seconds, "samples": samples}
+            if training_set is not None:
+                identity, nearest = training_set.nearest(rec.sequence)
+                entry.update(nearest_training_identity=identity, nearest_training_sequence=nearest)
+                if identity < LOW_IDENTITY:
+                    log(f"[{i + 1}/{len(records)}] {rec.name}: nearest training sequence {identity:.0%} "
+                        f"identical ({nearest}): {LOW_IDENTITY_NOTE}")
             if native is not None:
                 for s, sc in zip(samples, scores):
                     s.update(sc)

@@ -18,14 +18,16 @@ from pathlib import Path
 import numpy as np
 
 from ..data.structures import Protein, load_dataset
-from ..inference.predict import predict_codes
+from ..inference.predict import bucket_length, predict_codes
 from ..inference.records import safe_name
 from .scoring import score_prediction
 
 _LOG = logging.getLogger("nanoaf2_jax.train")
 CURVES_FILE = "training_curves.png"
-# Scores per protein in the record, and their means per protein set.
-_KEYS = ("ca_rmsd", "tm_score", "lddt", "backbone_rmsd")
+# Scores per protein in the record, and their means per protein set. Q3 and long-range contact
+# precision say whether a fold (not only a shape near the mean) is being learned; the precision
+# is left out for a protein without native long-range contacts (NaN).
+_KEYS = ("ca_rmsd", "tm_score", "lddt", "backbone_rmsd", "q3", "long_range_precision")
 
 
 class TrainingEvaluator:
@@ -46,21 +48,25 @@ class TrainingEvaluator:
         for set_name, proteins in (("train", train_proteins), ("held_out", self.held_out)):
             per_score = {k: [] for k in _KEYS}
             for index, protein in enumerate(proteins):
-                result = predict_codes(params, model_config, protein.sequence, (self.seed, index), 1, self.steps)
+                # Padded to its length bucket: thousands of chain lengths, a few compilations.
+                result = predict_codes(params, model_config, protein.sequence, (self.seed, index), 1, self.steps,
+                                       pad_to=bucket_length(protein.length))
                 native = (protein.coords_N, protein.coords_CA, protein.coords_C)
                 pred = (result["coords_N"][0], result["coords_CA"][0], result["coords_C"][0])
-                scores = score_prediction(pred[1], protein.coords_CA, pred, native)
+                scores = score_prediction(pred[1], protein.coords_CA, pred, native, protein.residue_index)
                 for key in _KEYS:
-                    record[f"eval/{set_name}/{safe_name(protein.name, f'protein{index}')}/{key}"] = float(scores[key])
-                    per_score[key].append(float(scores[key]))
+                    if key != "long_range_precision" or math.isfinite(scores[key]):
+                        record[f"eval/{set_name}/{safe_name(protein.name, f'protein{index}')}/{key}"] = float(scores[key])
+                        per_score[key].append(float(scores[key]))
             for key, values in per_score.items():
                 if values:
                     record[f"eval/{set_name}/{key}_mean"] = float(np.mean(values))
         if "eval/train/ca_rmsd_mean" in record:
             held = record.get("eval/held_out/ca_rmsd_mean")
             self.log.info("eval at step %d (epoch %d, %d steps/sample): train CA-RMSD %.2f Å, TM %.3f, "
-                          "N-CA-C RMSD %.2f Å%s", step, epoch, self.steps, record["eval/train/ca_rmsd_mean"],
+                          "N-CA-C RMSD %.2f Å, Q3 %.2f%s", step, epoch, self.steps, record["eval/train/ca_rmsd_mean"],
                           record["eval/train/tm_score_mean"], record["eval/train/backbone_rmsd_mean"],
+                          record["eval/train/q3_mean"],
                           f"; held-out CA-RMSD {held:.2f} Å" if held is not None else "")
         return record
 

@@ -4,10 +4,16 @@ sequence and compare the samples with the native chain.
     python -m nanoaf2_jax.evaluate --checkpoint CKPT --data-dir DIR [--num-samples N] [--out DIR]
 
 Per protein: CA-RMSD after Kabsch superposition, TM-score (normalised by the native length),
-CA lDDT, each as the best and the mean over samples, and the mean pLDDT. Writes to --out:
-evaluation.md (the table), evaluation.json (every sample's scores), {protein}.png (distance
+CA lDDT, Q3 (P-SEA states) and the precision of the top L/5 long-range contacts, each as the best
+and the mean over samples, the mean pLDDT, an ideal α-helix's scores, and (when the checkpoint's
+run wrote training_sequences.fasta) the identity to the nearest training sequence. Then the
+same by length bin, mean and median, beside the helix (length_bins.py). Writes to --out:
+evaluation.md (the tables), evaluation.json (every sample's scores), {protein}.png (distance
 maps and pLDDT of the best sample by TM-score) and that sample's structure
 {protein}_sample{k}.pdb. Files appear only when the whole evaluation succeeds.
+
+Each protein is sampled padded to its length bucket under a residue mask (inference/predict.py:
+bucket_length), so the sampler compiles once per bucket, not once per protein.
 
 The command line is cli/evaluate.py; `run(args)` takes its parsed arguments.
 """
@@ -15,15 +21,21 @@ The command line is cli/evaluate.py; `run(args)` takes its parsed arguments.
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import numpy as np
 
 from ..data.structures import load_dataset
 from ..inference.output import (describe_checkpoint, format_value, log, staged_output, write_json,
                                 write_samples)
-from ..inference.predict import (check_memory, load_model, native_residue_index, native_rules,
+from ..data.sequence_identity import LOW_IDENTITY, LOW_IDENTITY_NOTE
+from ..inference.predict import native_residue_index as trunk_numbering
+from ..inference.predict import (bucket_length, check_memory, load_model, native_rules,
                                  predict_codes, record_seed, with_sampling_options)
 from ..inference.records import Record, record_from_protein, unique_names
+from ..inference.sampling import sample_jit
+from ..training.training_sequences import training_set_of
+from .length_bins import bin_summary, bin_table, helix_scores
 from .scoring import (best_and_mean, best_sample, pearson_r, plddt_calibration, sample_backbone,
                       score_prediction, write_plot)
 
@@ -41,18 +53,25 @@ COLUMNS = [
     ("C-N within 0.1 Å mean", "c_n_within_0.1_mean", 2),
     ("mean pLDDT", "mean_plddt", 1),
     ("pLDDT − 100·lDDT", "plddt_error", 1),
+    ("Q3 best", "q3_best", 2),
+    ("Q3 mean", "q3_mean", 2),
+    ("long-range P@L/5 best", "long_range_precision_best", 2),
+    ("long-range P@L/5 mean", "long_range_precision_mean", 2),
+    ("nearest training identity", "nearest_training_identity", 2),
 ]
 
 
 def evaluate_record(params, config, record: Record, native_ca, seed, num_samples: int,
-                    num_steps: int, native_backbone=None, residue_index=None) -> tuple[dict, dict]:
+                    num_steps: int, native_backbone=None, native_residue_index=None,
+                    pad_to: int | None = None, residue_index=None) -> tuple[dict, dict]:
     """(sampling result, entry with per-sample and best/mean scores) for one protein;
-    with native_backbone (N, CA, C) the whole-backbone scores too."""
+    with native_backbone (N, CA, C) the whole-backbone scores too; sampled padded to pad_to."""
     start = time.perf_counter()
     result = predict_codes(params, config, record.codes, seed, num_samples, num_steps,
-                           residue_index=residue_index)
+                           residue_index=residue_index, pad_to=pad_to)
     seconds = time.perf_counter() - start
-    scores = [score_prediction(ca, native_ca, sample_backbone(result, k), native_backbone)
+    scores = [score_prediction(ca, native_ca, sample_backbone(result, k), native_backbone,
+                               native_residue_index)
               for k, ca in enumerate(result["coords_CA"])]
     calibration = plddt_calibration(result["plddt"], result["coords_CA"], native_ca)
     for s, per_sample in zip(scores, calibration.pop("samples")):
@@ -62,6 +81,7 @@ def evaluate_record(params, config, record: Record, native_ca, seed, num_samples
         "residues": record.length,
         "sequence": record.sequence,
         "seconds": seconds,
+        "padded_to": pad_to or record.length,
         "best_sample": best_sample(scores),
         "samples": [{"sample": k, **s} for k, s in enumerate(scores)],
         **best_and_mean(scores),
@@ -74,7 +94,7 @@ def mean_row(entries: list[dict]) -> dict:
     """Unweighted mean over proteins of every table column."""
     row = {"protein": "mean", "residues": float(np.mean([e["residues"] for e in entries]))}
     for _, key, _ in COLUMNS:
-        values = [e[key] for e in entries if e[key] is not None and not np.isnan(e[key])]
+        values = [e[key] for e in entries if e.get(key) is not None and not np.isnan(e[key])]
         row[key] = float(np.mean(values)) if values else float("nan")
     return row
 
@@ -89,7 +109,7 @@ def markdown_table(entries: list[dict]) -> str:
     for e, label in rows:
         residues = e["residues"]
         cells = [label, f"{residues:.1f}" if isinstance(residues, float) else str(residues)]
-        cells += [format_value(e[key], digits) for _, key, digits in COLUMNS]
+        cells += [format_value(e.get(key), digits) for _, key, digits in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -103,9 +123,18 @@ def markdown_report(entries: list[dict], args, checkpoint: str) -> str:
         "",
         markdown_table(entries),
         "",
+        "By length: mean / median over proteins of each protein's mean over samples; beside each "
+        "score, an ideal α-helix of the protein's length (no sample to pick from).",
+        "",
+        bin_table(bin_summary(entries)),
+        "",
         "Best: lowest CA-RMSD, highest TM-score and highest lDDT among the samples, each taken "
         "on its own. CA-RMSD after Kabsch superposition; TM-score normalised by the native "
-        "length; lDDT on CA atoms (15 Å inclusion radius). N-CA-C RMSD after superposing all "
+        "length; lDDT on CA atoms (15 Å inclusion radius). Q3: the share of residues in the same P-SEA "
+        "state (helix, strand, coil; from CA atoms) as in the native. Long-range P@L/5: of the L/5 "
+        "residue pairs |i − j| ≥ 24 closest in the prediction, the share with native CA-CA < 8 Å "
+        "(– when the native has no such contact). Nearest training identity: identical residues "
+        "in the best alignment with any training sequence / the protein's length. N-CA-C RMSD after superposing all "
         "three atoms; frame rotation error: the angle between each predicted residue frame "
         "(after that superposition) and the native one, averaged over residues; C-N within "
         "0.1 Å: the fraction of peptide bonds C(i)-N(i+1) within 0.1 Å of 1.33 Å. Mean pLDDT: "
@@ -130,6 +159,12 @@ def residue_pearson(entries: list[dict]) -> float:
     return pearson_r(x, y)
 
 
+def _sampler_compilations() -> int | None:
+    """How many programs the jitted sampler holds (jax's private counter; None without it)."""
+    size = getattr(sample_jit, "_cache_size", None)
+    return size() if size else None
+
+
 def run(args) -> list[dict]:
     params, config, info = load_model(args.checkpoint, args.preset)
     # The natives are read as the checkpoint's run read its training structures.
@@ -138,18 +173,32 @@ def run(args) -> list[dict]:
                             modified_residues=modified_residues)
     records = unique_names([record_from_protein(p) for p in proteins])
     config = with_sampling_options(config, args)
-    check_memory(records, config, args.num_samples, args.steps, args.max_memory_gb, args.force)
+    exact = getattr(args, "exact_lengths", False)
+    # The memory a protein needs is that of the length it is sampled at: its bucket's.
+    sampled = records if exact else [SimpleNamespace(name=r.name, length=bucket_length(r.length))
+                                     for r in records]
+    check_memory(sampled, config, args.num_samples, args.steps, args.max_memory_gb, args.force)
     checkpoint = describe_checkpoint(args.checkpoint, info)
     header_args = {"checkpoint": checkpoint, "seed": args.seed, "steps": args.steps}
+    training_set = training_set_of(args.checkpoint)
+    compilations = _sampler_compilations()
+    start = time.perf_counter()
     entries = []
     with staged_output(args.out, getattr(args, "overwrite", False)) as stage:
         for i, (rec, protein) in enumerate(zip(records, proteins)):
-            log(f"[{i + 1}/{len(records)}] {rec.name}: {rec.length} residues, "
+            pad_to = None if exact else bucket_length(rec.length)
+            log(f"[{i + 1}/{len(records)}] {rec.name}: {rec.length} residues"
+                f"{f' (bucket {pad_to})' if pad_to else ''}, "
                 f"{args.num_samples} sample(s) x {args.steps} steps ...")
             result, entry = evaluate_record(
                 params, config, rec, protein.coords_CA, record_seed(args.seed, i), args.num_samples,
                 args.steps, native_backbone=(protein.coords_N, protein.coords_CA, protein.coords_C),
-                residue_index=native_residue_index(protein, file_numbering))
+                native_residue_index=protein.residue_index, pad_to=pad_to,
+                residue_index=trunk_numbering(protein, file_numbering))
+            entry["helix"] = helix_scores(protein.coords_CA, protein.residue_index)
+            if training_set is not None:
+                identity, nearest = training_set.nearest(rec.sequence)
+                entry["nearest_training_identity"], entry["nearest_training_sequence"] = identity, nearest
             k = entry["best_sample"]
             entry["file"] = write_samples(stage, rec, result, args.format, header_args,
                                           indices=[k])[0]
@@ -161,14 +210,25 @@ def run(args) -> list[dict]:
                        sequence=rec.codes)
             entries.append(entry)
             log(f"[{i + 1}/{len(records)}] {rec.name}: TM-score best "
-                f"{entry['tm_score_best']:.3f}, CA-RMSD best {entry['ca_rmsd_best']:.2f} Å "
+                f"{entry['tm_score_best']:.3f} (helix {entry['helix']['tm_score']:.3f}), Q3 mean "
+                f"{entry['q3_mean']:.2f}, CA-RMSD best {entry['ca_rmsd_best']:.2f} Å "
                 f"({entry['seconds']:.1f} s)")
+            if training_set is not None and entry["nearest_training_identity"] < LOW_IDENTITY:
+                log(f"[{i + 1}/{len(records)}] {rec.name}: nearest training sequence "
+                    f"{entry['nearest_training_identity']:.0%} identical ({entry['nearest_training_sequence']}): "
+                    f"{LOW_IDENTITY_NOTE}")
+        compilations = None if compilations is None else _sampler_compilations() - compilations
+        log(f"sampled and scored {len(entries)} protein(s) in {time.perf_counter() - start:.1f} s"
+            + ("" if compilations is None else f" with {compilations} compilation(s) of the sampler")
+            + ("" if exact else " (one per length bucket)"))
         report = markdown_report(entries, args, checkpoint)
         write_json(stage / "evaluation.json", {
             "checkpoint": str(args.checkpoint), "checkpoint_info": info, "data_dir": str(args.data_dir),
             "config": config.to_dict(), "num_samples": args.num_samples, "steps": args.steps,
             "seed": args.seed, "proteins": entries,
             "mean": mean_row(entries) if entries else None,
+            "by_length": bin_summary(entries) if entries else [],
+            "sampler_compilations": compilations,
             "plddt_lddt_pearson_r": residue_pearson(entries),
         })
         (stage / "evaluation.md").write_text(report)

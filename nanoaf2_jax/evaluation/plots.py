@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from nanoaf2_jax.evaluation.metrics import apply_transform, distance_map, kabsch
-from nanoaf2_jax.evaluation.secondary_structure import secondary_structure
+from nanoaf2_jax.evaluation.dssp import secondary_structure
 from nanoaf2_jax.inference.structure_io import atomic_write_bytes
 
 

@@ -1,5 +1,5 @@
-"""Scoring sampled structures against a native one: CA-RMSD, TM-score and lDDT per sample, and
-over the whole backbone (N, CA, C RMSD, frame rotation error, peptide bond geometry), best and
+"""Scoring sampled structures against a native one: CA-RMSD, TM-score and lDDT per sample, the
+fold-level Q3 and long-range contact precision, and over the whole backbone (N, CA, C RMSD, frame rotation error, peptide bond geometry), best and
 mean over samples, the best sample, and its plot."""
 
 from __future__ import annotations
@@ -9,22 +9,30 @@ import math
 import numpy as np
 
 from .backbone_metrics import backbone_scores
+from .contacts import top_long_range_precision
 from .metrics import ca_rmsd, lddt_ca, tm_score
+from .secondary_structure import q3
 
-SCORE_KEYS = ("ca_rmsd", "tm_score", "lddt")
+SCORE_KEYS = ("ca_rmsd", "tm_score", "lddt", "q3", "long_range_precision")
 BACKBONE_KEYS = ("backbone_rmsd", "rotation_error_deg", "c_n_within_0.1", "ca_ca_within_0.1")
 # Which direction is better, to pick the best sample per score.
-_BEST = {"ca_rmsd": min, "tm_score": max, "lddt": max, "backbone_rmsd": min,
+_BEST = {"ca_rmsd": min, "tm_score": max, "lddt": max, "q3": max, "long_range_precision": max,
+         "backbone_rmsd": min,
          "rotation_error_deg": min, "c_n_within_0.1": max, "ca_ca_within_0.1": max}
 
 
-def score_prediction(pred_ca, native_ca, pred_backbone=None, native_backbone=None) -> dict:
-    """CA-RMSD after Kabsch superposition, TM-score normalised by the native length, CA lDDT;
-    with both backbones (N, CA, C) also backbone_metrics.backbone_scores."""
+def score_prediction(pred_ca, native_ca, pred_backbone=None, native_backbone=None,
+                     native_residue_index=None) -> dict:
+    """CA-RMSD after Kabsch superposition, TM-score normalised by the native length, CA lDDT,
+    Q3 of P-SEA states (native_residue_index marks the native's chain breaks), precision of the
+    top L/5 long-range contacts (NaN if the native has none); with both backbones (N, CA, C)
+    also backbone_metrics.backbone_scores."""
     scores = {
         "ca_rmsd": ca_rmsd(pred_ca, native_ca),
         "tm_score": tm_score(pred_ca, native_ca, L_target=len(native_ca)),
         "lddt": lddt_ca(pred_ca, native_ca)[0],
+        "q3": q3(pred_ca, native_ca, native_residue_index),
+        "long_range_precision": top_long_range_precision(pred_ca, native_ca),
     }
     if pred_backbone is not None and native_backbone is not None:
         scores.update(backbone_scores(pred_backbone, native_backbone))
@@ -67,8 +75,8 @@ def sample_backbone(result: dict, k: int):
 def best_and_mean(scores: list[dict]) -> dict:
     """{'ca_rmsd_best', 'ca_rmsd_mean', ...} over samples; NaN scores are ignored."""
     out = {}
-    for key in SCORE_KEYS + tuple(k for k in BACKBONE_KEYS if scores and k in scores[0]):
-        values = [s[key] for s in scores if not math.isnan(s[key])]
+    for key in tuple(k for k in SCORE_KEYS + BACKBONE_KEYS if scores and k in scores[0]):
+        values = [s[key] for s in scores if key in s and not math.isnan(s[key])]
         out[f"{key}_best"] = _BEST[key](values) if values else float("nan")
         out[f"{key}_mean"] = float(np.mean(values)) if values else float("nan")
     return out

@@ -1,98 +1,126 @@
-"""Three-state secondary structure (H helix, E strand, C coil) from a backbone, for the plots.
+"""Three-state secondary structure from CA atoms alone (P-SEA), and Q3: how much of it a
+prediction shares with the native.
 
-DSSP's definitions (Kabsch & Sander 1983) on N, CA, C and the carbonyl O (rebuilt with ideal
-geometry when not given, as the files we write carry it): an electrostatic hydrogen-bond energy
-between C=O(i) and N-H(j), bonded below -0.5 kcal/mol; two consecutive n-turns make a helix
-(n = 4: H, 3: G, 5: I), bridges between strands make E/B. Reduced to three states the usual
-way: H, G, I -> H; E, B -> E; the rest -> C. Not DSSP itself: beta-bulges are not bridged over
-and helix ends are not arbitrated against each other, so it can differ from mkdssp by a residue
-at an element's end (tests/test_secondary_structure.py measures the agreement). Real mkdssp
-needs a file on disk and a Debian package; the plots need neither.
+P-SEA (Labesse, Colloc'h, Pothier & Mornon, CABIOS 13:291, 1997) assigns α-helix ('a'), β-strand
+('b') or coil ('c') from CA(i-1)…CA(i+3) distances, the CA bond angle and the CA dihedral. This is
+biotite's reading of it (biotite.structure.annotate_sse, BSD-3, P. Kunzmann), the same cut-offs and
+steps in plain numpy, so that evaluation needs no biotite at run time; tests/test_fold_metrics.py
+checks the two agree on a real structure. CA atoms are all a predicted backbone and a native need
+share, which is why Q3 is computed this way rather than with DSSP's hydrogen bonds.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..geometry.backbone_oxygen import backbone_oxygen, peptide_bonded
-
-# DSSP's constants: partial charges 0.42 e and 0.20 e times 332 (kcal/mol, A), and the cut-off.
-_Q1Q2_F = 0.084 * 332.0
-HBOND_ENERGY_CUTOFF = -0.5
-# DSSP puts H 1.0 A from N, along the previous residue's O->C direction.
-_N_H_DIST = 1.0
-
-
-def hbond_energy(n, ca, c, o, proline=None) -> np.ndarray:
-    """E[i, j] (kcal/mol): C=O of residue i to N-H of residue j; 0 where j has no H (the first
-    residue, a residue after a chain break, proline) and for |i - j| < 2, as DSSP sets it."""
-    n, ca, c, o = (np.asarray(x, np.float64) for x in (n, ca, c, o))
-    length = n.shape[0]
-    co = c[:-1] - o[:-1]
-    h = n.copy()
-    h[1:] = n[1:] + _N_H_DIST * co / np.linalg.norm(co, axis=-1, keepdims=True)
-
-    def dist(a, b):  # [i, j] = |a_i - b_j|
-        return np.linalg.norm(a[:, None, :] - b[None, :, :], axis=-1)
-
-    with np.errstate(divide="ignore"):
-        energy = _Q1Q2_F * (1 / dist(o, n) + 1 / dist(c, h) - 1 / dist(o, h) - 1 / dist(c, n))
-    has_h = np.ones(length, bool)
-    has_h[0] = False
-    has_h[1:] &= np.asarray(peptide_bonded(n, c))[:-1]
-    if proline is not None:
-        has_h &= ~np.asarray(proline, bool)
-    i, j = np.indices((length, length))
-    ok = has_h[None, :] & (np.abs(i - j) >= 2) & np.isfinite(energy)
-    # DSSP's lower bound of -9.9 kcal/mol: atoms on top of each other are no bond of -inf.
-    return np.where(ok, np.maximum(energy, -9.9), 0.0)
+# (low, high) windows: CA(i-1)-CA(i+1), CA(i-1)-CA(i+2), CA(i-1)-CA(i+3) distances (Å), the angle
+# CA(i-1)-CA(i)-CA(i+1) and the dihedral CA(i-1)…CA(i+2) (radians).
+_R_HELIX = np.deg2rad((89 - 12, 89 + 12))
+_A_HELIX = np.deg2rad((50 - 20, 50 + 20))
+_D3_HELIX = (5.3 - 0.5, 5.3 + 0.5)
+_D4_HELIX = (6.4 - 0.6, 6.4 + 0.6)
+_R_STRAND = np.deg2rad((124 - 14, 124 + 14))
+_A_STRAND = np.deg2rad((-180, -125, 145, 180))  # two windows across the ±180° wrap
+_D2_STRAND = (6.7 - 0.6, 6.7 + 0.6)
+_D3_STRAND = (9.9 - 0.9, 9.9 + 0.9)
+_D4_STRAND = (12.4 - 1.1, 12.4 + 1.1)
+# A 3-residue strand seed still counts if its CAs have 5 CAs of other chains or strands at 4.2-5.2 Å.
+_SHORT_STRAND_CONTACTS, _CONTACT_RANGE = 5, (4.2, 5.2)
 
 
-def _helix(hb, turn) -> np.ndarray:
-    """Residues of helices of this turn: n-turns at i-1 and i make i..i+n-1 helical."""
-    length = hb.shape[0]
-    starts = np.zeros(length, bool)
-    starts[:length - turn] = hb[np.arange(length - turn), np.arange(turn, length)]
-    helix = np.zeros(length, bool)
-    for i in range(1, length - turn):
-        if starts[i - 1] and starts[i]:
-            helix[i:i + turn] = True
-    return helix
+def _within(x, window):
+    with np.errstate(invalid="ignore"):  # NaN (undefined at the ends, across breaks) is outside
+        return (x >= window[0]) & (x <= window[1])
 
 
-def _bridged(hb) -> np.ndarray:
-    """Residues in a parallel or antiparallel bridge with a partner at least 3 residues away."""
-    length = hb.shape[0]
-    pad = np.zeros((length + 2, length + 2), bool)
-    pad[1:-1, 1:-1] = hb
-    # b(a, b) = hbond C=O(a) -> N-H(b), with out-of-range residues bonding nothing.
-    def b(a, bb):
-        return pad[a + 1, bb + 1]
-    i, j = np.indices((length, length))
-    parallel = (b(i - 1, j) & b(j, i + 1)) | (b(j - 1, i) & b(i, j + 1))
-    antiparallel = (b(i, j) & b(j, i)) | (b(i - 1, j + 1) & b(j - 1, i + 1))
-    bridge = (parallel | antiparallel) & (np.abs(i - j) >= 3)
-    return bridge.any(axis=1)
+def _dihedral(a, b, c, d):
+    v1, v2, v3 = b - a, c - b, d - c
+    v1, v2, v3 = (v / np.linalg.norm(v, axis=-1, keepdims=True) for v in (v1, v2, v3))
+    n1, n2 = np.cross(v1, v2), np.cross(v2, v3)
+    return np.arctan2(np.sum(np.cross(n1, n2) * v2, axis=-1), np.sum(n1 * n2, axis=-1))
 
 
-def secondary_structure(n, ca, c, o=None, sequence=None) -> str:
-    """'H'/'E'/'C' per residue of one chain (N, CA, C [L, 3], O rebuilt if None; sequence codes
-    to leave proline without an N-H)."""
-    n, ca, c = (np.asarray(x, np.float64) for x in (n, ca, c))
-    length = n.shape[0]
-    if length < 3:
-        return "C" * length
-    if o is None:
-        o = np.asarray(backbone_oxygen(n, ca, c), np.float64)
-    proline = None
-    if sequence is not None:
-        from ..geometry.residue_constants import AA_TO_IDX
-        proline = np.asarray(sequence).reshape(-1) == AA_TO_IDX["P"]
-    hb = hbond_energy(n, ca, c, o, proline) < HBOND_ENERGY_CUTOFF
-    alpha = _helix(hb, 4)
-    strand = _bridged(hb) & ~alpha
-    other_helix = (_helix(hb, 3) | _helix(hb, 5)) & ~alpha & ~strand
-    states = np.full(length, "C")
-    states[alpha | other_helix] = "H"
-    states[strand] = "E"
-    return "".join(states)
+def _angle(a, b, c):
+    u, v = a - b, c - b
+    cos = np.sum(u * v, axis=-1) / (np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1))
+    return np.arccos(np.clip(cos, -1.0, 1.0))
+
+
+def _consecutive(mask, number):
+    """True in every run of at least `number` consecutive True values."""
+    seeds = np.ones(len(mask) - number + 1, bool) if len(mask) >= number else np.zeros(0, bool)
+    for i in range(number):
+        seeds &= mask[i:i + len(seeds)]
+    out = np.zeros(len(mask), bool)
+    for i in range(number):
+        out[i:i + len(seeds)] |= seeds
+    return out
+
+
+def _extend(base, extension):
+    """base's True runs widened by one residue each side where `extension` holds there."""
+    change = np.diff(np.concatenate([[False], base]))
+    left = np.concatenate([(change & base)[1:], [False]])
+    right = change & ~base
+    return base | ((left | right) & extension)
+
+
+def _runs_with_contacts(ca, candidates):
+    """The candidate runs whose CAs have, together, enough CAs at contact distance."""
+    d = np.linalg.norm(ca[:, None] - ca[None], axis=-1)
+    with np.errstate(invalid="ignore"):
+        contacts = np.sum((d > _CONTACT_RANGE[0]) & (d <= _CONTACT_RANGE[1]), axis=1) * candidates
+    out = np.zeros(len(ca), bool)
+    edges = np.concatenate([np.flatnonzero(np.diff(np.concatenate([[False], candidates]))), [len(ca)]])
+    for start, stop in zip(edges[:-1], edges[1:]):
+        if contacts[start:stop].sum() >= _SHORT_STRAND_CONTACTS:
+            out[start:stop] = True
+    return out
+
+
+def psea(ca, residue_index=None) -> np.ndarray:
+    """'a' (α-helix), 'b' (β-strand) or 'c' (coil) per residue of CA [L, 3]. With residue_index
+    [L], a jump other than +1 is a chain break: no distance or angle spans it."""
+    ca = np.asarray(ca, np.float64)
+    n = len(ca)
+    if n <= 5:
+        return np.full(n, "c")
+    real = np.ones(n, bool)
+    if residue_index is not None:
+        breaks = np.flatnonzero(np.diff(np.asarray(residue_index)) != 1) + 1
+        # A virtual residue without coordinates at each break, removed at the end.
+        ca = np.insert(ca, breaks, np.nan, axis=0)
+        real = np.insert(real, breaks, False)
+    m = len(ca)
+    d2, d3, d4, r, a = (np.full(m, np.nan) for _ in range(5))
+    d2[1:m - 1] = np.linalg.norm(ca[2:] - ca[:-2], axis=-1)
+    d3[1:m - 2] = np.linalg.norm(ca[3:] - ca[:-3], axis=-1)
+    d4[1:m - 3] = np.linalg.norm(ca[4:] - ca[:-4], axis=-1)
+    r[1:m - 1] = _angle(ca[:-2], ca[1:-1], ca[2:])
+    a[1:m - 2] = _dihedral(ca[:-3], ca[1:-2], ca[2:-1], ca[3:])
+
+    relaxed_helix = _within(d3, _D3_HELIX) | _within(r, _R_HELIX)
+    strict_helix = ((_within(d3, _D3_HELIX) & _within(d4, _D4_HELIX))
+                    | (_within(r, _R_HELIX) & _within(a, _A_HELIX)))
+    relaxed_strand = _within(d3, _D3_STRAND)
+    strict_strand = ((_within(d2, _D2_STRAND) & _within(d3, _D3_STRAND) & _within(d4, _D4_STRAND))
+                     | (_within(r, _R_STRAND)
+                        & (_within(a, _A_STRAND[:2]) | _within(a, _A_STRAND[2:]))))
+
+    helix = _extend(_consecutive(strict_helix, 5), relaxed_helix)
+    short = _runs_with_contacts(ca, _consecutive(strict_strand, 3))
+    strand = _extend(_consecutive(strict_strand, 4) | short, relaxed_strand)
+    sse = np.full(m, "c")
+    sse[helix] = "a"
+    sse[strand] = "b"  # a residue meeting both is a strand, as in biotite
+    return sse[real]
+
+
+def q3(pred_ca, native_ca, native_residue_index=None) -> float:
+    """The fraction of residues whose P-SEA state (helix, strand, coil) is the same in the
+    prediction as in the native. The prediction is one unbroken chain; the native's numbering
+    marks its breaks."""
+    pred, native = psea(pred_ca), psea(native_ca, native_residue_index)
+    if len(pred) != len(native):
+        raise ValueError(f"{len(pred)} predicted residues for {len(native)} native ones")
+    return float(np.mean(pred == native)) if len(pred) else float("nan")

@@ -27,9 +27,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import memory
+from ..data.batching import padded_length
 from ..model.model_config import ModelConfig
 from .records import InputError
 from .sampling import NUM_SAMPLE_STEPS, SampleNoise, sample_jit
+
+# Sampling length buckets: one compilation per edge. Finer than training's above 96 residues,
+# where the trunk's O(L^3) work makes padding cost more than the extra compilations.
+SAMPLING_BUCKETS = (32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 256)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,33 +164,71 @@ def params_dtype(params):
     return jax.tree_util.tree_leaves(params)[0].dtype
 
 
+def bucket_length(length: int, buckets=SAMPLING_BUCKETS) -> int:
+    """The length a sequence is padded to for sampling: the smallest edge that holds it (past
+    the last, the next multiple of 32). Every sequence of a bucket shares one compilation."""
+    return padded_length(length, None, buckets)
+
+
+def pad_noise(noise: SampleNoise, length: int) -> SampleNoise:
+    """Noise of L residues extended to `length`. The padding's values never reach a real residue;
+    they are chosen finite everywhere (a zero rotation axis would be normalised into NaN, and a
+    NaN survives multiplication by a zero mask)."""
+    pad = length - noise.rot_omega.shape[1]
+
+    def extend(x, axis, value):
+        widths = [(0, 0)] * x.ndim
+        widths[axis] = (0, pad)
+        return np.pad(x, widths, constant_values=value)
+
+    axis = extend(noise.rot_axis, 1, 0.0)
+    axis[:, length - pad:, 0] = 1.0
+    return SampleNoise(extend(noise.rot_omega, 1, 1.0), axis, extend(noise.trans_init, 1, 0.0),
+                       extend(noise.trans_steps, 2, 0.0))
+
+
 _KEYS = ("coords_N", "coords_CA", "coords_C", "plddt")
 
 
 def predict_chunks(params, config: ModelConfig, codes, seed, num_samples: int,
                    num_steps: int = NUM_SAMPLE_STEPS, per_call: int | None = None,
-                   residue_index=None):
+                   residue_index=None, pad_to: int | None = None):
     """Yield (first sample index, result) per chunk (chunk_plan), each result holding numpy
     coords_N/CA/C [n, L, 3] and plddt [n, L] of samples first .. first + n - 1.
-    residue_index [L]: the numbering the model sees (default 0..L-1)."""
-    codes = jnp.asarray(codes, jnp.int32)
+    residue_index [L]: the numbering the model sees (default 0..L-1).
+    pad_to: sample the sequence padded to this length under a residue mask (bucket_length), so
+    that sequences of many lengths share one compilation; the samples are those of the exact
+    length up to float rounding, drawn from the same noise."""
+    codes = np.asarray(codes, np.int32)
     length = int(codes.shape[0])
+    if pad_to is not None and pad_to < length:
+        raise ValueError(f"cannot pad {length} residues to {pad_to}")
+    padded = pad_to is not None and pad_to != length
     plan = chunk_plan(num_samples, per_call or num_samples)
     size = plan[0][1]
+    mask = None
+    if padded:
+        mask = jnp.asarray(np.arange(pad_to) < length)
+        if residue_index is not None:  # padding numbered on from the last residue (masked anyway)
+            last = int(np.asarray(residue_index)[-1])
+            residue_index = np.concatenate([np.asarray(residue_index), last + 1 + np.arange(pad_to - length)])
+        codes = np.concatenate([codes, np.zeros(pad_to - length, np.int32)])
     if residue_index is not None:
         residue_index = jnp.asarray(residue_index, jnp.int32)
     for first, kept in plan:
         noise = draw_noise(seed, size, length, num_steps, params_dtype(params), first=first)
-        result = sample_jit(params, codes, noise, config, residue_index)
-        yield first, {k: np.asarray(result[k][:kept]) for k in _KEYS}
+        if padded:
+            noise = pad_noise(noise, pad_to)
+        result = sample_jit(params, jnp.asarray(codes), noise, config, residue_index, mask)
+        yield first, {k: np.asarray(result[k][:kept])[:, :length] for k in _KEYS}
 
 
 def predict_codes(params, config: ModelConfig, codes, seed, num_samples: int,
                   num_steps: int = NUM_SAMPLE_STEPS, per_call: int | None = None,
-                  residue_index=None) -> dict:
+                  residue_index=None, pad_to: int | None = None) -> dict:
     """All N samples of one sequence (in chunks of per_call, default one call). Returns numpy
     arrays: coords_N/CA/C [N, L, 3] and plddt [N, L] in [0, 1] (with the reference's
-    sequence-only head every row is the same)."""
+    sequence-only head every row is the same). pad_to: see predict_chunks."""
     parts = [r for _, r in predict_chunks(params, config, codes, seed, num_samples, num_steps,
-                                          per_call, residue_index)]
+                                          per_call, residue_index, pad_to)]
     return {k: np.concatenate([p[k] for p in parts]) for k in _KEYS}

@@ -40,21 +40,27 @@ def draw_sample_noise(key, num_samples: int, length: int, num_steps: int = NUM_S
     )
 
 
-def sample(params, sequence, noise: SampleNoise, config: ModelConfig, residue_index=None):
+def sample(params, sequence, noise: SampleNoise, config: ModelConfig, residue_index=None, mask=None):
     """Sequence [L] -> dict of frames_rots [N, L, 3, 3], frames_trans, coords_N/CA/C [N, L, 3],
     plddt [N, L] (the same row for every sample with the reference's sequence-only head). The number of steps is the leading size of noise.trans_steps plus one.
     residue_index [L]: the residue numbering the trunk sees (a model trained with
-    --file-numbering sees chain breaks as gaps); default 0..L-1, as the reference."""
+    --file-numbering sees chain breaks as gaps); default 0..L-1, as the reference.
+
+    mask [L] (bool): the real residues of a sequence padded to a length bucket, so that one
+    compilation serves every length up to it. Padding is then left out of every attention,
+    triangular update, centroid and CA-trace frame, and the real residues' samples do not depend
+    on it (up to float rounding; tests/test_bucketed_sampling.py). None: all residues are real."""
     num_steps = noise.trans_steps.shape[0] + 1
     n, L = noise.rot_omega.shape
     dtype = noise.trans_init.dtype
     model = AlphaFold2(config)
     seq = jnp.asarray(sequence)[None]
     residue_index = jnp.arange(L)[None] if residue_index is None else jnp.asarray(residue_index)[None]
+    batch_mask = None if mask is None else jnp.asarray(mask, bool)[None]
 
     def trunk(m):
-        single, pair = m.trunk(seq, residue_index)
-        return single, pair, m.condition(single, pair)
+        single, pair = m.trunk(seq, residue_index, batch_mask)
+        return single, pair, m.condition(single, pair, batch_mask)
 
     single, pair, cond = nn_apply(model, params, trunk)
     # One trunk pass serves all N samples: broadcast its conditioning over the sample axis.
@@ -88,12 +94,13 @@ def sample(params, sequence, noise: SampleNoise, config: ModelConfig, residue_in
     # Back to Å; a model of centred structures gives centred samples (exactly, here).
     frames = from_diffusion_space(frames, config.coord_scale)
     if config.center_coords:
-        frames = Rigid(frames.rots, frames.trans - masked_centroid(frames.trans)[..., None, :])
+        sample_mask = None if mask is None else jnp.broadcast_to(batch_mask, (n, L))
+        frames = Rigid(frames.rots, frames.trans - masked_centroid(frames.trans, sample_mask)[..., None, :])
     coords_N, coords_CA, coords_C = backbone_from_frames(frames)
     if config.plddt_head == "structure":  # each sample judged on its own CA atoms
         logits = nn_apply(model, params, lambda m: m.plddt_logits(
             jnp.broadcast_to(single, (n, *single.shape[1:])), jnp.broadcast_to(pair, (n, *pair.shape[1:])),
-            coords_CA))
+            coords_CA, None if mask is None else jnp.broadcast_to(batch_mask, (n, L))))
     else:
         logits = jnp.broadcast_to(nn_apply(model, params, lambda m: m.plddt_logits(single)), (n, L, config.num_plddt_bins))
     return {
@@ -107,8 +114,8 @@ def sample(params, sequence, noise: SampleNoise, config: ModelConfig, residue_in
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def sample_jit(params, sequence, noise: SampleNoise, config: ModelConfig, residue_index=None):
-    return sample(params, sequence, noise, config, residue_index)
+def sample_jit(params, sequence, noise: SampleNoise, config: ModelConfig, residue_index=None, mask=None):
+    return sample(params, sequence, noise, config, residue_index, mask)
 
 
 def sample_with_key(params, sequence, key, config: ModelConfig, num_samples: int = 1, num_steps: int = NUM_SAMPLE_STEPS):

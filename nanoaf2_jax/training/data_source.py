@@ -25,6 +25,7 @@ from ..data.structures import load_dataset, parse_structure
 from .distributed import barrier
 from .run_state import dataset_fingerprint
 from .train_config import TrainConfig, TrainingError
+from .training_sequences import protein_records
 
 RUN_CACHE_SUBDIR = "data_cache"
 # The evaluation during training samples each of these; a cache may hold thousands of chains.
@@ -39,6 +40,9 @@ class TrainingData:
     plan: object  # BatchPlan or CachedBatches
     proteins: list  # what the evaluation during training samples
     fingerprint: list  # [[name, chain, length], ...]
+    # () -> [(name, sequence), ...] of every chain trained on: training_sequences.fasta
+    # (a cache's records are decoded only when it is called).
+    sequences: object = None
 
 
 def training_data(config: TrainConfig, options, log, proteins=None) -> TrainingData:
@@ -52,7 +56,8 @@ def training_data(config: TrainConfig, options, log, proteins=None) -> TrainingD
         # One optimiser step takes grad_accum batches' worth of proteins, split inside the step.
         plan = BatchPlan(proteins, config.batch_size * config.grad_accum, config.pad_to,
                          config.buckets, file_numbering=config.file_numbering)
-        return TrainingData(plan, proteins, dataset_fingerprint(proteins))
+        return TrainingData(plan, proteins, dataset_fingerprint(proteins),
+                            lambda: protein_records(proteins))
     cache = open_cache(config, options, log)
     try:
         plan = CachedBatches(
@@ -73,7 +78,8 @@ def training_data(config: TrainConfig, options, log, proteins=None) -> TrainingD
     eval_ids = [i for i in members if cache.lengths[i] <= config.max_length][:MAX_EVAL_PROTEINS]
     fingerprint = [[cache.entries[i].name, cache.entries[i].chain, cache.entries[i].length]
                    for i in members]
-    return TrainingData(plan, [cache[i] for i in eval_ids], fingerprint)
+    return TrainingData(plan, [cache[i] for i in eval_ids], fingerprint,
+                        lambda: protein_records(cache[i] for i in members))
 
 
 def load_proteins(config: TrainConfig, options, log) -> list:

@@ -38,6 +38,7 @@ from .run_state import RunState
 from .train_config import TrainConfig, TrainingError
 from .train_step import lr_schedule, make_optimizer
 from .write_errors import write_failure
+from .training_sequences import write_sequences
 
 _LOG = logging.getLogger("nanoaf2_jax.train")
 
@@ -90,6 +91,7 @@ class _Run:
         self.proteins = data.proteins
         self.plan = data.plan
         self.fingerprint = data.fingerprint
+        self.sequences = data.sequences
         self.spe = self.plan.steps_per_epoch
         self.total_steps = self.spe * config.epochs
         self.stop_step = self.total_steps if options.max_steps is None else min(
@@ -117,6 +119,8 @@ class _Run:
         cfg, log = self.config, self.log
         if hasattr(self.plan, "start"):  # Grain: position the iterator (checkpointed state)
             self.plan.start(self.total_steps, step, self.state.loader_state)
+        if self.primary and self.sequences is not None:  # for sampling's nearest-sequence identity
+            write_sequences(self.out, self.sequences())
         log.info("model: %s parameters; %s", f"{count_parameters(params):,}", self.plan.describe())
         log.info("%d epochs = %d steps; attention mask %s; padding: %s", cfg.epochs,
                  self.total_steps, "on" if cfg.attention_mask else "off (reference)",
