@@ -12,8 +12,8 @@ import jax
 import jax.numpy as jnp
 
 from ..model.model_config import ModelConfig
-from ..diffusion.se3 import (from_diffusion_space, igso3_from_normals, r3_alpha_bar,
-                             se3_reverse_step, uniform_rotation_from_normals)
+from ..diffusion.reverse import reverse_diffusion
+from ..diffusion.se3 import from_diffusion_space
 from ..model.losses import plddt_from_logits
 from ..model.alphafold2 import AlphaFold2
 from ..geometry.rigid import Rigid, backbone_from_frames, masked_centroid
@@ -50,7 +50,6 @@ def sample(params, sequence, noise: SampleNoise, config: ModelConfig, residue_in
     compilation serves every length up to it. Padding is then left out of every attention,
     triangular update, centroid and CA-trace frame, and the real residues' samples do not depend
     on it (up to float rounding; tests/test_bucketed_sampling.py). None: all residues are real."""
-    num_steps = noise.trans_steps.shape[0] + 1
     n, L = noise.rot_omega.shape
     dtype = noise.trans_init.dtype
     model = AlphaFold2(config)
@@ -69,28 +68,8 @@ def sample(params, sequence, noise: SampleNoise, config: ModelConfig, residue_in
     def denoise(frames, t):
         return nn_apply(model, params, lambda m: m.denoise(frames, jnp.full((n,), t, dtype), cond))
 
-    # Start at t = 1. The reference: identity frames pushed through its forward marginal at
-    # σ_max; with exact IGSO3 noise, the uniform rotations IGSO3(σ) tends to (the same four
-    # normals per residue). Translations: N(0, I) in the diffusion space (Å × coord_scale).
-    if config.rotation_noise == "igso3":
-        rots = uniform_rotation_from_normals(noise.rot_omega, noise.rot_axis)
-    else:
-        rots = igso3_from_normals(jnp.asarray(config.rot_sigma_max, dtype), noise.rot_omega, noise.rot_axis)
-    trans = jnp.sqrt(1 - r3_alpha_bar(jnp.ones((), dtype))) * noise.trans_init
-    frames = Rigid(rots, trans)
-
-    timesteps = jnp.linspace(1.0, 0.0, num_steps + 1, dtype=dtype)
-    sigma_max = config.rot_sigma_max
-
-    def step(frames, inputs):
-        t_now, t_next, trans_normal = inputs
-        pred = denoise(frames, t_now)
-        return se3_reverse_step(frames, pred, t_now, t_next, trans_normal, sigma_max,
-                                config.sampling_eta), None
-
-    frames, _ = jax.lax.scan(step, frames, (timesteps[:-2], timesteps[1:-1], noise.trans_steps))
-    # Last step lands on t = 0: take the prediction itself.
-    frames = denoise(frames, timesteps[-2])
+    frames = reverse_diffusion(denoise, noise.rot_omega, noise.rot_axis, noise.trans_init, noise.trans_steps,
+                               config.rotation_noise, config.rot_sigma_max, config.sampling_eta)
     # Back to Å; a model of centred structures gives centred samples (exactly, here).
     frames = from_diffusion_space(frames, config.coord_scale)
     if config.center_coords:

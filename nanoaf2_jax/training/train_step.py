@@ -15,9 +15,9 @@ import jax.numpy as jnp
 import optax
 
 from ..model.model_config import ModelConfig
-from ..diffusion.se3 import (FrameNoise, draw_frame_noise, from_diffusion_space, igso3_from_normals,
-                             r3_alpha_bar, se3_forward_marginal, se3_reverse_step, to_diffusion_space,
-                             uniform_rotation_from_normals)
+from ..diffusion.reverse import reverse_diffusion
+from ..diffusion.se3 import (FrameNoise, draw_frame_noise, from_diffusion_space, se3_forward_marginal,
+                             to_diffusion_space)
 from ..model.distogram import distogram_loss
 from ..model.losses import fape, frame_loss, peptide_bond_loss, peptide_bond_mask, plddt_loss
 from ..model.alphafold2 import AlphaFold2
@@ -183,8 +183,8 @@ def loss_fn(params, batch, noise: TrainNoise, config: ModelConfig, attention_mas
         single, pair, cond = jax.lax.stop_gradient(trunk_out)
         roll_ca = _rollout_ca(model, jax.lax.stop_gradient(params), cond, noise.rollout, config, to_angstrom)
         logits = nn_apply(model, params, lambda m: m.plddt_logits(single, pair, roll_ca, mask))
-        extra["plddt_loss"] = plddt_loss(logits.astype(roll_ca.dtype), roll_ca, true_ca, mask,
-                                         config.plddt_target, row_res_total)
+        plddt_l = plddt_loss(logits.astype(roll_ca.dtype), roll_ca, true_ca, mask, config.plddt_target,
+                             row_res_total)
     logits = logits.astype(pred.trans.dtype)  # bfloat16 under mixed precision; losses in float32
     mask_m = rep(mask)
     trans, rot = frame_loss(pred, rep(diff_frames), mask_m, res_total)
@@ -198,9 +198,7 @@ def loss_fn(params, batch, noise: TrainNoise, config: ModelConfig, attention_mas
                       total=None if pair_total is None else 3 * pair_total)
     else:
         fape_l = fape(pred_a, rep(true_a), pred_ca, rep(true_ca), mask_m, total=pair_total)
-    if config.plddt_rollout_steps:
-        plddt_l = extra.pop("plddt_loss")
-    else:
+    if not config.plddt_rollout_steps:
         plddt_l = plddt_loss(logits, pred_ca, rep(true_ca), mask_m, config.plddt_target, res_total)
     if disto is not None:
         extra["distogram_loss"] = distogram_loss(disto, *backbone_from_frames(true_a), mask, row_pair_total)
@@ -233,26 +231,15 @@ def _rollout_ca(model, params, cond, noise: RolloutNoise, config: ModelConfig, t
     """CA atoms (Å) [B, L, 3] of K reverse steps from t = 1, as sampling.sample takes them (the
     same start, steps and last one-step prediction), for each row's conditioning `cond`."""
     dtype = noise.trans_steps.dtype
-    K = noise.trans_steps.shape[0] + 1
     B = noise.start.trans.shape[0]
-    if config.rotation_noise == "igso3":
-        rots = uniform_rotation_from_normals(noise.start.rot_omega, noise.start.rot_axis)
-    else:
-        rots = igso3_from_normals(jnp.asarray(config.rot_sigma_max, dtype), noise.start.rot_omega,
-                                  noise.start.rot_axis)
-    frames = Rigid(rots, jnp.sqrt(1 - r3_alpha_bar(jnp.ones((), dtype))) * noise.start.trans)
-    timesteps = jnp.linspace(1.0, 0.0, K + 1, dtype=dtype)
 
     def denoise(frames, t):
         return nn_apply(model, params, lambda m: m.denoise(frames, jnp.full((B,), t, dtype), cond))
 
-    def step(frames, inputs):
-        t_now, t_next, trans_normal = inputs
-        return se3_reverse_step(frames, denoise(frames, t_now), t_now, t_next, trans_normal,
-                                config.rot_sigma_max, config.sampling_eta), None
-
-    frames, _ = jax.lax.scan(step, frames, (timesteps[:-2], timesteps[1:-1], noise.trans_steps))
-    return to_angstrom(denoise(frames, timesteps[-2])).trans
+    frames = reverse_diffusion(denoise, noise.start.rot_omega, noise.start.rot_axis, noise.start.trans,
+                               noise.trans_steps, config.rotation_noise, config.rot_sigma_max,
+                               config.sampling_eta)
+    return to_angstrom(frames).trans
 
 
 def _decoy_plddt_loss(model, params, batch, decoy: DecoyNoise, diff_frames: Rigid, true_ca, config,
