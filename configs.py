@@ -51,7 +51,7 @@ _TINY = TrainConfig(
 # CPU the train step of the 8.8M-parameter model is ~8x slower at 128 residues than at 64 (its
 # triangular updates and attentions grow as L^3), so the recipe crops to 64 residues (spatial
 # crops keep residues far apart in sequence that pack together) and sees each chain twice in
-# ~1.5 hours instead of a third of the chains once at 128. Chains under 64 residues share a
+# an estimated ~1.8 hours instead of a third of the chains once at 128. Chains under 64 residues share a
 # step (a token budget of 64). Learning rate 1e-3 (AlphaFold 2's) with a 500-step warmup: many
 # different chains give noisier gradients than eight memorised ones. Checkpoints and a small
 # evaluation on held-out chains every few hundred steps, since an epoch takes ~45 minutes.
