@@ -50,15 +50,16 @@ _TINY = TrainConfig(
 # Thousands of chains (../shared/data/chains/train, issue 20; docs/generalisation.md). On a 2-core
 # CPU the train step of the 8.8M-parameter model is ~8x slower at 128 residues than at 64 (its
 # triangular updates and attentions grow as L^3), so the recipe crops to 64 residues (spatial
-# crops keep residues far apart in sequence that pack together) and sees each chain twice in
-# an estimated ~1.8 hours instead of a third of the chains once at 128. Chains under 64 residues share a
-# step (a token budget of 64). Learning rate 1e-3 (AlphaFold 2's) with a 500-step warmup: many
-# different chains give noisier gradients than eight memorised ones. Checkpoints and a small
-# evaluation on held-out chains every few hundred steps, since an epoch takes ~45 minutes.
+# crops keep residues far apart in sequence that pack together) and sees every chain once.
+# One epoch (5,283 steps), not two: the run must fit 2 hours *beside other work* on this CPU,
+# where a step takes 0.8-1.3 s (0.5-0.6 s alone); `--epochs 2` is the longer run. Chains under
+# 64 residues share a step (a token budget of 64). Learning rate 1e-3 (AlphaFold 2's) with a
+# 500-step warmup: many different chains give noisier gradients than eight memorised ones.
+# Checkpoints and a small evaluation on held-out chains every few hundred steps.
 _CHAINS = TrainConfig(
     model=MODEL_PRESETS["chains"],
     optimisation=Optimisation(lr=1e-3, warmup_steps=500),
-    epochs=2,
+    epochs=1,
     buckets=(32, 48, 64),
     batch_tokens=64,
     checkpoint_every_epochs=1,
