@@ -84,7 +84,8 @@ def test_evaluate_writes_table_json_and_plots(tmp_path, ckpt, capsys):
     assert rc == 0, stderr
     assert "[2/2] helixB" in stderr
     names = sorted(p.name for p in out.iterdir())
-    assert {"evaluation.md", "evaluation.json", "helixA.png", "helixB.png"} <= set(names)
+    assert {"evaluation.md", "evaluation.json", "calibration.png", "helixA.png", "helixB.png"} <= set(names)
+    assert (out / "calibration.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len([n for n in names if n.endswith(".pdb")]) == 2
 
     md = (out / "evaluation.md").read_text()

@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
             "residue frames and the fraction of C(i)-N(i+1) bonds within 0.1 Å of 1.33 Å (best\n"
             "and mean over samples); and mean pLDDT.\n\n"
             "Writes to --out: evaluation.md (the table), evaluation.json (all samples' scores),\n"
-            "{protein}.png and {protein}_sample{k}.pdb for the best sample by TM-score."),
+            "{protein}.png and {protein}_sample{k}.pdb for the best sample by TM-score, and\n"
+            "calibration.png (pLDDT against the samples' lDDT-Cα, per residue and per protein)."),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--data-dir", required=True, metavar="DIR",

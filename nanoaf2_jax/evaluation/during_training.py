@@ -2,7 +2,8 @@
 weights here; each training protein (and up to `eval_max_proteins` from `eval_dir`) is sampled
 once with `eval_steps` reverse steps and scored, so a run that is not learning shows while it
 runs, not after. The numbers go into metrics.jsonl (and TensorBoard) as `eval/...` keys, and
-`training_curves.png` in the run directory plots the loss and the CA-RMSD against the step.
+`training_curves.png` in the run directory plots the loss and the CA-RMSD against the step, and
+with held-out chains their mean lDDT-Cα, TM-score and Q3 (the learning curve).
 
 The loop (training/trainer.py) cannot import sampling (inference/ sits above training/), so
 train.py builds a TrainingEvaluator and passes it in RunOptions.
@@ -87,4 +88,8 @@ class TrainingEvaluator:
                 if "loss" in r and math.isfinite(r.get("loss_mean", r["loss"]))]
         rmsd = {s: [(r["step"], r[f"eval/{s}/ca_rmsd_mean"]) for r in records if f"eval/{s}/ca_rmsd_mean" in r]
                 for s in ("train", "held_out")}
-        plot_training_curves(Path(self.out_dir) / CURVES_FILE, loss, rmsd)
+        fold = {f"held-out {label}": [(r["step"], r[f"eval/held_out/{key}_mean"]) for r in records
+                                      if f"eval/held_out/{key}_mean" in r]
+                for key, label in (("lddt", "lDDT-Cα"), ("tm_score", "TM-score"), ("q3", "Q3"))}
+        plot_training_curves(Path(self.out_dir) / CURVES_FILE, loss, rmsd,
+                             fold_scores={k: v for k, v in fold.items() if v} or None)

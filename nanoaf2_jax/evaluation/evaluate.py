@@ -10,7 +10,8 @@ run wrote training_sequences.fasta) the identity to the nearest training sequenc
 same by length bin, mean and median, beside the helix (length_bins.py). Writes to --out:
 evaluation.md (the tables), evaluation.json (every sample's scores), {protein}.png (distance
 maps and pLDDT of the best sample by TM-score) and that sample's structure
-{protein}_sample{k}.pdb. Files appear only when the whole evaluation succeeds.
+{protein}_sample{k}.pdb, and calibration.png (per-residue and per-protein pLDDT against the
+samples' lDDT-Cα). Files appear only when the whole evaluation succeeds.
 
 Each protein is sampled padded to its length bucket under a residue mask (inference/predict.py:
 bucket_length), so the sampler compiles once per bucket, not once per protein.
@@ -21,6 +22,7 @@ The command line is cli/evaluate.py; `run(args)` takes its parsed arguments.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -39,6 +41,7 @@ from .length_bins import bin_summary, bin_table, helix_scores
 from .scoring import (best_and_mean, best_sample, pearson_r, plddt_calibration, sample_backbone,
                       score_prediction, write_plot)
 
+CALIBRATION_PLOT = "calibration.png"
 COLUMNS = [
     # (header, key, digits)
     ("CA-RMSD best (Å)", "ca_rmsd_best", 2),
@@ -232,6 +235,11 @@ def run(args) -> list[dict]:
             "plddt_lddt_pearson_r": residue_pearson(entries),
         })
         (stage / "evaluation.md").write_text(report)
+        if entries:
+            from .plots import plot_calibration
+
+            plot_calibration(stage / CALIBRATION_PLOT, entries,
+                             title=f"pLDDT calibration: {checkpoint} on {Path(args.data_dir).name}")
     print(markdown_table(entries))
-    log(f"wrote evaluation.md, evaluation.json and {len(entries)} PNG(s) to {args.out}")
+    log(f"wrote evaluation.md, evaluation.json, {CALIBRATION_PLOT} and {len(entries)} PNG(s) to {args.out}")
     return entries

@@ -169,13 +169,17 @@ def plot_prediction(path_png, pred_ca, native_ca, plddt, title="", pred_backbone
     atomic_write_bytes(os.fspath(path_png), buffer.getvalue())
 
 
-def plot_training_curves(path_png, loss, rmsd: dict) -> None:
-    """Two panels against the step: the training loss (log scale) and the mean CA-RMSD of the
-    evaluation during training, one line per protein set ({'train': [(step, Å)], ...})."""
+def plot_training_curves(path_png, loss, rmsd: dict, fold_scores: dict | None = None) -> None:
+    """Panels against the step: the training loss (log scale), the mean CA-RMSD of the evaluation
+    during training, one line per protein set ({'train': [(step, Å)], ...}), and, when
+    fold_scores is given ({'held-out lDDT-Cα': [(step, value)], ...}), those scores (0-1): the
+    learning curve on chains the run never trained on."""
     Figure, FigureCanvasAgg = _import_matplotlib()
-    fig = Figure(figsize=(11, 4.2), dpi=100, layout="constrained")
+    panels = 3 if fold_scores else 2
+    fig = Figure(figsize=(5.5 * panels, 4.2), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
-    ax_loss, ax_rmsd = fig.subplots(1, 2)
+    axes = fig.subplots(1, panels)
+    ax_loss, ax_rmsd = axes[0], axes[1]
     if loss:
         steps, values = zip(*loss)
         ax_loss.plot(steps, values, color="black", lw=0.8)
@@ -196,6 +200,59 @@ def plot_training_curves(path_png, loss, rmsd: dict) -> None:
     ax_rmsd.grid(alpha=0.3)
     if any(rmsd.values()):
         ax_rmsd.legend()
+    if fold_scores:
+        ax = axes[2]
+        for name, points in fold_scores.items():
+            if points:
+                steps, values = zip(*points)
+                ax.plot(steps, values, marker="o", label=name)
+        ax.set_xlabel("step")
+        ax.set_ylabel("mean score")
+        ax.set_ylim(0, 1)
+        ax.set_title("held-out chains: is a fold being learned?")
+        ax.grid(alpha=0.3)
+        ax.legend()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     atomic_write_bytes(path_png, buffer.getvalue())
+
+
+def plot_calibration(path_png, entries: list[dict], title: str = "") -> None:
+    """pLDDT against what the samples achieve: left, every residue's pLDDT against its lDDT-Cα
+    (a 2D histogram, the mean lDDT-Cα per 10-point pLDDT bin, and the diagonal a calibrated
+    head follows); right, each protein's mean pLDDT against 100 x its mean lDDT-Cα. entries are
+    evaluate's per-protein records (their samples' plddt_per_residue and lddt_per_residue)."""
+    Figure, FigureCanvasAgg = _import_matplotlib()
+    fig = Figure(figsize=(11, 4.8), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax_res, ax_prot = fig.subplots(1, 2)
+    pairs = np.asarray([(p, q) for e in entries for s in e["samples"]
+                        for p, q in zip(s["plddt_per_residue"], s["lddt_per_residue"])], np.float64)
+    pairs = pairs[np.all(np.isfinite(pairs), axis=1)] if pairs.size else np.zeros((0, 2))
+    edges = np.linspace(0, 100, 11)
+    if len(pairs):
+        ax_res.hist2d(pairs[:, 0], pairs[:, 1], bins=[np.linspace(0, 100, 41)] * 2, cmin=1, cmap="Greys")
+        which = np.clip(np.digitize(pairs[:, 0], edges) - 1, 0, len(edges) - 2)
+        centres = [(edges[b] + edges[b + 1]) / 2 for b in range(len(edges) - 1) if np.any(which == b)]
+        means = [pairs[which == b, 1].mean() for b in range(len(edges) - 1) if np.any(which == b)]
+        ax_res.plot(centres, means, "o-", color="#d62728", label="mean lDDT-Cα per pLDDT bin")
+    ax_res.plot([0, 100], [0, 100], "--", color="grey", lw=1, label="calibrated")
+    ax_res.set(xlim=(0, 100), ylim=(0, 100), xlabel="pLDDT (per residue)",
+               ylabel="lDDT-Cα × 100 (per residue)", title=f"{len(pairs)} residues")
+    ax_res.legend(loc="upper left")
+    x = [e["mean_plddt"] for e in entries]
+    y = [e["mean_residue_lddt"] for e in entries]
+    ax_prot.scatter(x, y, s=14, color="#1f77b4")
+    ax_prot.plot([0, 100], [0, 100], "--", color="grey", lw=1)
+    ax_prot.fill_between([0, 100], [-10, 90], [10, 110], color="grey", alpha=0.12, label="within 10 points")
+    ax_prot.set(xlim=(0, 100), ylim=(0, 100), xlabel="mean pLDDT (per protein)",
+                ylabel="mean lDDT-Cα × 100 (per protein)", title=f"{len(entries)} proteins")
+    ax_prot.legend(loc="upper left")
+    for ax in (ax_res, ax_prot):
+        ax.set_aspect("equal")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    atomic_write_bytes(os.fspath(path_png), buffer.getvalue())
