@@ -31,24 +31,21 @@ def _corrupted_copy(tmp_path, mutate, extra=()):
     return path
 
 
-def test_checker_fails_on_a_wrong_reference_number(tmp_path):
+def test_checker_fails_on_a_wrong_reference_number_and_on_an_output_it_cannot_compute(tmp_path):
+    """Two planted faults in one copy (one checker run, one compilation): a recorded loss off by
+    1e-2 must FAIL, and an output key the port has no computation for must be reported as NOT
+    CHECKED (and fail the run), never silently skipped."""
     def mutate(d):
         d["loss/fape_loss"] = d["loss/fape_loss"] + np.float32(1e-2)
         d["f64/loss/fape_loss"] = d["f64/loss/fape_loss"] + 1e-2
-
-    rc, out = run_checker(_corrupted_copy(tmp_path, mutate))
-    assert rc == 1
-    assert "FAIL loss/fape_loss" in out
-
-
-def test_checker_fails_on_an_output_it_cannot_compute(tmp_path):
-    def mutate(d):
         d["loss/unknown_term"] = np.float32(1.0)
         d["f64/loss/unknown_term"] = np.float64(1.0)
 
     rc, out = run_checker(_corrupted_copy(tmp_path, mutate))
     assert rc == 1
+    assert "FAIL loss/fape_loss" in out
     assert "NOT CHECKED" in out and "loss/unknown_term" in out
+    assert "FAIL loss/trans_loss" not in out  # the unplanted keys still pass
 
 
 def test_checker_reports_unreadable_fixture(tmp_path):

@@ -7,8 +7,6 @@ first one compiles the train step.
 
 import json
 import signal
-import subprocess
-import time
 
 import jax
 import numpy as np
@@ -24,7 +22,7 @@ from nanoaf2_jax.data.download import REFERENCE_PDB_IDS
 from nanoaf2_jax.training.train_config import DEFAULT_BUCKETS, ConfigError, TrainConfig
 from nanoaf2_jax.geometry.residue_constants import decode_sequence
 from nanoaf2_jax.training.training_sequences import SEQUENCES_FILE, read_sequences
-from helpers import (SCHEDULE_STEPS, helix, write_pdb, two_helices, train_command, subprocess_env, run_faulty,
+from helpers import (SCHEDULE_STEPS, helix, write_pdb, two_helices, run_faulty,
                      run_train, read_metrics)
 
 # ---------------------------------------------------------------------------------------------
@@ -250,52 +248,13 @@ def test_tiny_model_overfits_one_protein(tmp_path, compile_cache):
                                    err_msg=f"step {r['step']}")
 
 
-def test_killed_run_resumes_exactly(tmp_path, compile_cache):
-    data = two_helices(tmp_path / "data")
-    common = ["--data-dir", str(data), "--epochs", str(SCHEDULE_STEPS // 2), "--log-every", "1",
-              "--checkpoint-every", "1"]
-    stop = 24
-    straight = tmp_path / "straight"
-    run_train(compile_cache, tmp_path, *common, "--output-dir", str(straight),
-              "--max-steps", str(stop))
-
-    killed = tmp_path / "killed"
-    log = open(tmp_path / "killed.log", "w")
-    proc = subprocess.Popen(train_command(*common, "--output-dir", str(killed)), cwd=tmp_path,
-                            env=subprocess_env(compile_cache), stdout=log, stderr=log)
-    deadline = time.monotonic() + 300
-    try:
-        # Kill once a checkpoint past the first epoch is complete: the run is mid-training.
-        while not (checkpoints_dir(killed).is_dir() and any(
-                is_complete(p) and int(p.name) >= 4 for p in checkpoints_dir(killed).iterdir())):
-            assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "no checkpoint within 300 s"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
-        log.close()
-    assert proc.returncode == -signal.SIGKILL
-    assert not (killed / "final_model.pt").exists() and not (killed / "final_model.npz").exists()
-    killed_at = max(r["step"] for r in read_metrics(killed))
-
-    resumed = run_train(compile_cache, tmp_path, "--resume", "--output-dir", str(killed),
-                        "--max-steps", str(stop))
-    resumed_from = int(resumed.stderr.split("resuming from ")[1].split()[0].rsplit("/", 1)[1])
-    assert 4 <= resumed_from < stop and resumed_from % 2 == 0
-    records = read_metrics(killed)
-    expected = read_metrics(straight)
-    assert [r["step"] for r in records] == list(range(1, stop + 1)), killed_at
-    keys = ("loss", "fape_loss", "trans_loss", "rot_loss", "plddt_loss", "grad_norm", "lr", "epoch")
-    for got, want in zip(records, expected):
-        for key in keys:
-            np.testing.assert_allclose(got[key], want[key], rtol=1e-6, err_msg=f"step {got['step']} {key}")
-
-
 def test_kill_9_inside_saves_and_the_export_then_resume_equals_the_uninterrupted_run(tmp_path, compile_cache):
     """SIGKILL at the three moments a run writes something that matters: a checkpoint's files
     written but not committed, committed but without its checksum manifest, and the final model
-    half written. Each --resume continues; losses and the final weights equal a straight run's."""
+    half written. Each --resume continues; losses and the final weights equal a straight run's.
+    (A kill between saves leaves the disk as kill-before-commit does, minus the uncommitted
+    directory, so this also covers a run killed at an arbitrary step; that separate test, ~15% of
+    the suite's time in CI, was folded into this one.)"""
     from nanoaf2_jax.model.convert import load_state_dict
 
     data = two_helices(tmp_path / "data")
