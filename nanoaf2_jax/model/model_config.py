@@ -23,6 +23,14 @@ EXTENSION_FIELDS = ("center_coords", "coord_scale", "rotation_noise", "rot_sigma
                     "peptide_bond_max_t", "peptide_bond_start", "distogram_weight",
                     "plddt_rollout_steps")
 
+# Fields that shape only the training losses: neither the parameter tree nor what sampling
+# computes. A fine-tuning run (TrainConfig.init_from) takes its recipe's values of these and the
+# checkpoint's of every other field (checkpoint_model_with).
+TRAINING_ONLY_FIELDS = ("fape_weight", "trans_weight", "rot_weight", "plddt_weight", "plddt_target",
+                        "diffusion_multiplicity", "train_t_exponent", "peptide_bond_weight",
+                        "peptide_bond_max_t", "peptide_bond_start", "plddt_rollout_steps",
+                        "plddt_decoys")
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -210,6 +218,11 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
     "tiny": dataclasses.replace(DEFAULT_LEVERS, c_s=32, c_z=16, c_atom=32, num_pairformer_blocks=1,
                                 num_denoise_blocks=1, denoise_heads=4, diffusion_multiplicity=1),
 }
+
+
+def checkpoint_model_with(checkpoint: ModelConfig, recipe: ModelConfig) -> ModelConfig:
+    """A trained checkpoint's model with the recipe's TRAINING_ONLY_FIELDS."""
+    return dataclasses.replace(checkpoint, **{f: getattr(recipe, f) for f in TRAINING_ONLY_FIELDS})
 
 
 def model_preset(name: str) -> ModelConfig:
