@@ -4,6 +4,7 @@
     python train.py --preset reference             # the PyTorch train.py's recipe exactly
     python train.py --preset tiny --data-dir DIR   # a small model on every structure in DIR
     python train.py --preset tiny --resume         # continue outputs/tiny from its last checkpoint
+    python train.py --preset calibrate --init-from outputs/default   # its pLDDT head alone
 
 The recipes are in configs.py; the loop in nanoaf2_jax/training/trainer.py.
 """
@@ -290,7 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preset", choices=list(PRESETS), default="default",
                         help="reference: the PyTorch recipe exactly (pad to 200, no attention "
                              "mask); default: same model and hyperparameters, attention mask and "
-                             "length buckets; tiny: a small model for smoke runs")
+                             "length buckets; chains: thousands of chains in crops; calibrate: "
+                             "the pLDDT head of a trained model (--init-from) alone; tiny: a small "
+                             "model for smoke runs")
     run = parser.add_argument_group("Run")
     run.add_argument("--resume", action="store_true",
                      help="continue the run in --output-dir (or the preset's) from its latest "
