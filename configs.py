@@ -11,8 +11,6 @@ nanoaf2_jax/training/trainer.py.
 
 from __future__ import annotations
 
-import dataclasses
-
 from nanoaf2_jax.model.model_config import MODEL_PRESETS
 from nanoaf2_jax.training.train_config import ConfigError, Optimisation, TrainConfig
 
@@ -91,7 +89,7 @@ _CHAINS = TrainConfig(
 # on a frozen trunk. Sized for ~10-15 minutes on a 2-core CPU (not yet measured on a trained
 # `default` checkpoint).
 _CALIBRATE = TrainConfig(
-    model=dataclasses.replace(MODEL_PRESETS["default"], plddt_rollout_steps=10, diffusion_multiplicity=1),
+    model=MODEL_PRESETS["calibrate"],  # default's, with plddt_rollout_steps 10 and multiplicity 1
     optimisation=Optimisation(lr=1e-3, warmup_steps=20),
     trainable="plddt_head",
     epochs=3,

@@ -214,6 +214,11 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
     # distogram loss (weight 0.3, as in AlphaFold 2 beside its FAPE of the same scale as ours)
     # and a pLDDT head trained on 10-step rollouts, the structures sampling gives.
     "chains": dataclasses.replace(DEFAULT_LEVERS, distogram_weight=0.3, plddt_rollout_steps=10),
+    # The pLDDT head of a trained `default` model fine-tuned alone (configs.py `calibrate`):
+    # default's architecture and sampling; its head trained on 10-step rollouts, one trunk sample
+    # per step. (A run takes the model of its --init-from checkpoint and only these training
+    # fields from here; a state_dict it exports samples as `default`'s would.)
+    "calibrate": dataclasses.replace(DEFAULT_LEVERS, plddt_rollout_steps=10, diffusion_multiplicity=1),
     # Small enough that a CPU step takes milliseconds: smoke runs and tests.
     "tiny": dataclasses.replace(DEFAULT_LEVERS, c_s=32, c_z=16, c_atom=32, num_pairformer_blocks=1,
                                 num_denoise_blocks=1, denoise_heads=4, diffusion_multiplicity=1),
