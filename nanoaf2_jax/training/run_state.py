@@ -101,6 +101,9 @@ class RunState:
                     f"--resume to continue that run, or choose another --output-dir")
             if self.config.init_from is not None:
                 return (*self._init_from(init, init_key), train_key, rng, 0)
+            if self.config.trainable != "all":
+                self.log.warning("training only %s of freshly initialised weights: the frozen rest "
+                                 "stays random (pass --init-from a trained run)", self.config.trainable)
             # One compiled call: op-by-op initialisation compiles every op separately (slower).
             params, opt_state = jax.jit(init, out_shardings=replicated)(init_key)
             return params, opt_state, train_key, rng, 0
