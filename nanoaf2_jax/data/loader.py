@@ -8,6 +8,10 @@ and padding ahead in threads (or `worker_count` processes); its iterator state, 
 that sequence, is what a checkpoint stores, and restoring it continues with exactly the batches
 an uninterrupted run would have drawn.
 
+A mix (several data directories, TrainConfig.data_mix) draws each epoch's chains the same way
+first: per directory its count of chains, every chain as often as the count allows and a subset
+seeded by (seed, epoch) for the rest.
+
 Per-process sharding for several hosts: every process computes the same global batch order and
 reads only its own rows of each step's batch (shard_index of shard_count), so the hosts' rows
 together are the one global batch.
