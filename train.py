@@ -4,6 +4,7 @@
     python train.py --preset reference             # the PyTorch train.py's recipe exactly
     python train.py --preset tiny --data-dir DIR   # a small model on every structure in DIR
     python train.py --preset tiny --resume         # continue outputs/tiny from its last checkpoint
+    python train.py --preset calibrate --init-from outputs/default   # its pLDDT head alone
 
 The recipes are in configs.py; the loop in nanoaf2_jax/training/trainer.py.
 """
@@ -23,6 +24,7 @@ from nanoaf2_jax.model import model_config
 from nanoaf2_jax.model.precision import add_matmul_precision_argument, set_matmul_precision
 from nanoaf2_jax.training.mixed_precision import PRECISIONS
 from nanoaf2_jax.training.train_config import LOADERS, ConfigError, TrainConfig, TrainingError
+from nanoaf2_jax.training.trainable import TRAINABLE
 
 # (flag, config field, type, help). The field is TrainConfig's, ModelConfig's or Optimisation's.
 _OVERRIDES = [
@@ -36,10 +38,14 @@ _OVERRIDES = [
         ("--seed", "seed", int, "seeds the weights, the noise and the data order"),
     ]),
     ("Data and padding", [
-        ("--data-dir", "data_dir", str,
+        ("--data-dir", "data_dir", "dirs",
          "train on every structure file in this directory (nothing is downloaded), or on a cache "
          "made by python -m nanoaf2_jax.prepare; without it, the --pdb-ids are downloaded into "
-         "--download-dir"),
+         "--download-dir. Given several times (loader grain): every directory, mixed as "
+         "--data-mix says"),
+        ("--data-mix", "data_mix", "counts",
+         "with several --data-dir: chains per epoch from each, in their order (fewer chains are "
+         "repeated, more give a new seeded subset each epoch); 'none': every chain once"),
         ("--pdb-ids", "pdb_ids", "ids", "PDB IDs to train on, comma-separated"),
         ("--min-length", "min_length", int, "drop proteins shorter than this"),
         ("--max-length", "max_length", int,
@@ -122,6 +128,16 @@ _OVERRIDES = [
         ("--plddt-rollout-steps", "plddt_rollout_steps", int,
          "train the pLDDT head on K-step reverse-diffusion rollouts from pure noise, the "
          "structures sampling gives (0: on the one-step prediction, the reference)"),
+    ]),
+    ("Fine-tuning (docs/generalisation.md)", [
+        ("--init-from", "init_from", str,
+         "start from the weights of this training checkpoint (a run directory: its latest "
+         "complete checkpoint; or a step directory) with fresh optimiser state at step 0; the "
+         "model is the checkpoint's, with the preset's (and the options') training-only fields "
+         "(loss weights, plddt_rollout_steps, ...)"),
+        ("--trainable", "trainable", "trainable",
+         "the parameters trained: all, or plddt_head (the confidence head only; every other "
+         "parameter stays bit-identical, so sampled structures do not change)"),
     ]),
     ("Scale (docs/distributed.md)", [
         ("--grad-accum", "grad_accum", int,
@@ -229,6 +245,15 @@ def _buckets(text: str) -> tuple[int, ...] | None:
                                          "or none") from None
 
 
+def _counts(text: str) -> tuple[int, ...] | None:
+    if text.lower() == "none":
+        return None
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid counts {text!r}: expected e.g. 200,200 or none") from None
+
+
 def _choice(what: str, allowed: tuple[str, ...]):
     def parse(text: str) -> str:
         if text not in allowed:
@@ -248,12 +273,13 @@ _CHOICES = {"rotation_noise": model_config.ROTATION_NOISES,
             "plddt_head": model_config.PLDDT_HEADS,
             "plddt_target": model_config.PLDDT_TARGETS,
             "loader": LOADERS,
+            "trainable": TRAINABLE,
             "precision": PRECISIONS}
 _TYPES = {"ids": _pdb_ids, "optional_int": _optional_int, "optional_float": _optional_float,
-          "buckets": _buckets,
+          "buckets": _buckets, "counts": _counts, "dirs": str,
           **{name: _choice(name.replace("_", " "), allowed) for name, allowed in _CHOICES.items()}}
 _METAVARS = {int: "N", float: "X", "ids": "IDS", "optional_int": "N|none", "optional_float": "X|none",
-             "buckets": "EDGES|none",
+             "buckets": "EDGES|none", "counts": "N,N,...|none", "dirs": "DIR",
              **{name: "|".join(allowed) for name, allowed in _CHOICES.items()}}
 
 
@@ -265,7 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preset", choices=list(PRESETS), default="default",
                         help="reference: the PyTorch recipe exactly (pad to 200, no attention "
                              "mask); default: same model and hyperparameters, attention mask and "
-                             "length buckets; tiny: a small model for smoke runs")
+                             "length buckets; chains: thousands of chains in crops; calibrate: "
+                             "the pLDDT head of a trained model (--init-from) alone; tiny: a small "
+                             "model for smoke runs")
     run = parser.add_argument_group("Run")
     run.add_argument("--resume", action="store_true",
                      help="continue the run in --output-dir (or the preset's) from its latest "
@@ -304,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
             if kind == "bool":
                 group.add_argument(flag, dest=field, action=argparse.BooleanOptionalAction,
                                    default=argparse.SUPPRESS, help=help_text)
+            elif kind == "dirs":
+                group.add_argument(flag, dest=field, type=str, action="append",
+                                   default=argparse.SUPPRESS, help=help_text, metavar="DIR")
             else:
                 group.add_argument(flag, dest=field, type=_TYPES.get(kind, kind),
                                    default=argparse.SUPPRESS, help=help_text,
@@ -323,6 +354,20 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     base = get_preset(args.preset)
     if args.resume:
         base = saved_config(given.get("output_dir", base.output_dir))
+    elif given.get("init_from") is not None:
+        from nanoaf2_jax.training.checkpoint import init_checkpoint
+
+        # The checkpoint's architecture and sampling; the recipe's losses.
+        _, saved = init_checkpoint(given["init_from"])
+        checkpoint_model = model_config.ModelConfig.from_dict(saved["model"])
+        try:
+            model = model_config.checkpoint_model_with(checkpoint_model, base.model)
+        except ValueError as err:  # e.g. rollouts on a checkpoint whose pLDDT head reads no structure
+            raise ConfigError(f"{given['init_from']}: the preset's training settings do not fit its "
+                              f"model: {err}") from None
+        base = dataclasses.replace(base, model=model)
+    if "data_dir" in given:  # one directory stays a string (the configs saved before several)
+        given["data_dir"] = given["data_dir"][0] if len(given["data_dir"]) == 1 else tuple(given["data_dir"])
     if "pdb_ids" in given:
         given["data_dir"] = None
     return base.override(**given)

@@ -8,6 +8,10 @@ and padding ahead in threads (or `worker_count` processes); its iterator state, 
 that sequence, is what a checkpoint stores, and restoring it continues with exactly the batches
 an uninterrupted run would have drawn.
 
+A mix (several data directories, TrainConfig.data_mix) draws each epoch's chains the same way
+first: per directory its count of chains, every chain as often as the count allows and a subset
+seeded by (seed, epoch) for the rest.
+
 Per-process sharding for several hosts: every process computes the same global batch order and
 reads only its own rows of each step's batch (shard_index of shard_count), so the hosts' rows
 together are the one global batch.
@@ -38,10 +42,14 @@ class CachedBatches:
                  buckets: Sequence[int] | None = None, crop_size: int | None = None,
                  spatial_crop_fraction: float = 0.5, file_numbering: bool = False,
                  min_length: int = 1, max_length: int | None = None, worker_count: int = 0,
-                 shard_index: int = 0, shard_count: int = 1, batch_tokens: int | None = None):
+                 shard_index: int = 0, shard_count: int = 1, batch_tokens: int | None = None,
+                 mix: Sequence[tuple[str, np.ndarray, int]] | None = None):
         """batch_tokens: instead of batch_size chains per step, as many chains of a padded
         length n as fill this many residues (batch_tokens // n, at least one per process),
-        so short chains go many to a step and long ones few."""
+        so short chains go many to a step and long ones few.
+        mix: (name, cache indices, chains per epoch) of each part of the cache (a data
+        directory): each epoch takes that many of the part's chains, all of them as often as
+        the count allows and a seeded subset of them for the rest."""
         if batch_size % shard_count:
             raise ValueError(f"batch_size {batch_size} does not split over {shard_count} processes")
         self.cache, self.seed = cache, seed
@@ -65,6 +73,9 @@ class CachedBatches:
         self.steps_per_epoch = sum(-(-len(m) // self.global_rows(n)) for n, m in self.groups.items())
         self.cropped = int(np.sum(lengths[self.members] > crop_size)) if crop_size else 0
         self._epoch_cache: tuple[int, list[np.ndarray]] | None = None
+        self.mix = None if mix is None else self._check_mix(mix)
+        if self.mix is not None:  # constant: _check_mix allows a subset only at one chain per step
+            self.steps_per_epoch = len(self.epoch_batches(0))
         self._iterator = None
         self._position = 0
 
@@ -99,6 +110,9 @@ class CachedBatches:
         per_step = (f"{self.batch_size} per step" if self.batch_tokens is None else
                     f"up to {self.batch_tokens} residues per step (" + ", ".join(
                         f"{self.global_rows(n)} x {n}" for n in self.groups) + ")")
+        if self.mix is not None:
+            per_step += "; per epoch " + ", ".join(f"{count} of the {len(m)} chains of {name}"
+                                                   for name, m, count in self.mix)
         return (f"{len(self.members)} chains from {self.cache.dir} ({self.dropped} left out by "
                 f"length, {crop}) in {len(self.groups)} padded lengths ({', '.join(parts)}), "
                 f"{per_step}, {self.steps_per_epoch} steps per epoch")
@@ -106,13 +120,36 @@ class CachedBatches:
     def empty_batch(self, length: int) -> dict[str, np.ndarray]:
         return empty_batch(self.rows(length), length, self.file_numbering)
 
+    def _check_mix(self, mix):
+        parts = []
+        for name, indices, count in mix:
+            members = np.intersect1d(np.asarray(indices, np.int64), self.members)
+            if not len(members):
+                raise ValueError(f"{name}: no chain to train on (of {len(indices)})")
+            if count % len(members) and any(self.global_rows(n) != 1 for n in self.groups):
+                raise ValueError(f"{name}: {count} of its {len(members)} chains per epoch draws a "
+                                 "new subset each epoch, which needs one chain per step (batch "
+                                 "size 1, no batch_tokens)")
+            parts.append((name, members, int(count)))
+        return parts
+
+    def _epoch_groups(self, rng) -> dict[int, np.ndarray]:
+        """The cache indices of one epoch by padded length: each member once, or the mix's."""
+        if self.mix is None:
+            return self.groups
+        drawn = np.concatenate([np.concatenate([np.tile(members, count // len(members)),
+                                                rng.choice(members, count % len(members), replace=False)])
+                                for _, members, count in self.mix])
+        padded = self.padded[np.searchsorted(self.members, drawn)]
+        return {n: drawn[padded == n] for n in self.groups if np.any(padded == n)}
+
     def epoch_batches(self, epoch: int) -> list[np.ndarray]:
         """Epoch `epoch`'s batches as arrays of cache indices (global batches, all rows)."""
         if self._epoch_cache is not None and self._epoch_cache[0] == epoch:
             return self._epoch_cache[1]
         rng = np.random.default_rng([self.seed, epoch])
         batches = []
-        for length, members in self.groups.items():
+        for length, members in self._epoch_groups(rng).items():
             members, rows = rng.permutation(members), self.global_rows(length)
             batches += [members[i:i + rows] for i in range(0, len(members), rows)]
         order = [batches[i] for i in rng.permutation(len(batches))]

@@ -23,6 +23,14 @@ EXTENSION_FIELDS = ("center_coords", "coord_scale", "rotation_noise", "rot_sigma
                     "peptide_bond_max_t", "peptide_bond_start", "distogram_weight",
                     "plddt_rollout_steps")
 
+# Fields that shape only the training losses: neither the parameter tree nor what sampling
+# computes. A fine-tuning run (TrainConfig.init_from) takes its recipe's values of these and the
+# checkpoint's of every other field (checkpoint_model_with).
+TRAINING_ONLY_FIELDS = ("fape_weight", "trans_weight", "rot_weight", "plddt_weight", "plddt_target",
+                        "diffusion_multiplicity", "train_t_exponent", "peptide_bond_weight",
+                        "peptide_bond_max_t", "peptide_bond_start", "plddt_rollout_steps",
+                        "plddt_decoys")
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -206,10 +214,20 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
     # distogram loss (weight 0.3, as in AlphaFold 2 beside its FAPE of the same scale as ours)
     # and a pLDDT head trained on 10-step rollouts, the structures sampling gives.
     "chains": dataclasses.replace(DEFAULT_LEVERS, distogram_weight=0.3, plddt_rollout_steps=10),
+    # The pLDDT head of a trained `default` model fine-tuned alone (configs.py `calibrate`):
+    # default's architecture and sampling; its head trained on 10-step rollouts, one trunk sample
+    # per step. (A run takes the model of its --init-from checkpoint and only these training
+    # fields from here; a state_dict it exports samples as `default`'s would.)
+    "calibrate": dataclasses.replace(DEFAULT_LEVERS, plddt_rollout_steps=10, diffusion_multiplicity=1),
     # Small enough that a CPU step takes milliseconds: smoke runs and tests.
     "tiny": dataclasses.replace(DEFAULT_LEVERS, c_s=32, c_z=16, c_atom=32, num_pairformer_blocks=1,
                                 num_denoise_blocks=1, denoise_heads=4, diffusion_multiplicity=1),
 }
+
+
+def checkpoint_model_with(checkpoint: ModelConfig, recipe: ModelConfig) -> ModelConfig:
+    """A trained checkpoint's model with the recipe's TRAINING_ONLY_FIELDS."""
+    return dataclasses.replace(checkpoint, **{f: getattr(recipe, f) for f in TRAINING_ONLY_FIELDS})
 
 
 def model_preset(name: str) -> ModelConfig:

@@ -284,6 +284,38 @@ def load_for_inference(path, preset: str | None = None):
                           "(each reported above)")
 
 
+def init_checkpoint(path) -> tuple[Path, dict]:
+    """The step directory a fine-tuning run starts from (TrainConfig.init_from: a run directory,
+    its latest complete checkpoint, or a step directory) and that run's training config."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or directory (--init-from)")
+    if path.is_file():
+        raise CheckpointError(f"{path}: --init-from needs a training checkpoint (a run or step "
+                              "directory): a state_dict carries no model config")
+    step_dir = _resolve_step_dir(path)
+    return step_dir, read_meta(step_dir)["config"]
+
+
+def init_params_from(path, params_like):
+    """The parameters of checkpoint `path` (see init_checkpoint), checked against the tree and
+    shapes of `params_like` (the run's model); CheckpointError naming the path and the first
+    differences otherwise."""
+    step_dir, _ = init_checkpoint(path)
+    params, _, _ = _load_step_params(step_dir)
+    have = {jax.tree_util.keystr(k): np.shape(v) for k, v in jax.tree_util.tree_leaves_with_path(params)}
+    want = {jax.tree_util.keystr(k): tuple(v.shape)
+            for k, v in jax.tree_util.tree_leaves_with_path(params_like)}
+    diffs = [f"{k}: checkpoint {have.get(k, 'absent')}, model {want.get(k, 'absent')}"
+             for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k)]
+    if diffs:
+        raise CheckpointError(
+            f"{step_dir}: its parameters do not fit this run's model ({len(diffs)} differ: "
+            f"{'; '.join(diffs[:3])}{'; ...' if len(diffs) > 3 else ''}); --init-from keeps the "
+            "checkpoint's architecture")
+    return params, step_dir
+
+
 def _load_step_params(step_dir: Path):
     verify(step_dir, items=("params", "meta"))
     meta = read_meta(step_dir)

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 import jax
-
+import numpy as np
 
 from ..data.batching import BatchPlan, filter_by_length
 from ..data.cache import SKIPPED, Cache, CacheError, is_cache
@@ -70,7 +70,7 @@ def training_data(config: TrainConfig, options, log, proteins=None) -> TrainingD
             # each process's rows: the loader's own per-process rows (shard_index) are not yet
             # wired to the sharded step.
             shard_index=0, shard_count=1,
-            batch_tokens=config.batch_tokens)
+            batch_tokens=config.batch_tokens, mix=_mix(config, cache))
     except ValueError as err:
         raise TrainingError(str(err)) from None
     members = [int(i) for i in plan.members]
@@ -80,6 +80,18 @@ def training_data(config: TrainConfig, options, log, proteins=None) -> TrainingD
                    for i in members]
     return TrainingData(plan, [cache[i] for i in eval_ids], fingerprint,
                         lambda: protein_records(cache[i] for i in members))
+
+
+def _mix(config: TrainConfig, cache: Cache):
+    """(directory, its chains' cache indices, chains per epoch) for config.data_mix."""
+    if config.data_mix is None:
+        return None
+    roots = [Path(d).absolute() for d in config.data_dirs]
+    parts = []
+    for directory, root, count in zip(config.data_dirs, roots, config.data_mix):
+        indices = [i for i, e in enumerate(cache.entries) if Path(e.source).is_relative_to(root)]
+        parts.append((directory, np.asarray(indices, np.int64), count))
+    return parts
 
 
 def load_proteins(config: TrainConfig, options, log) -> list:
@@ -107,13 +119,18 @@ def load_proteins(config: TrainConfig, options, log) -> list:
 def open_cache(config: TrainConfig, options, log) -> Cache:
     """The cache to train on: data_dir if it is one, else the structure files prepared into
     <output_dir>/data_cache (on resume only new or changed files are parsed)."""
-    if config.data_dir is not None and is_cache(config.data_dir):
-        cache_dir = Path(config.data_dir)
+    dirs = config.data_dirs
+    if len(dirs) == 1 and is_cache(dirs[0]):
+        cache_dir = Path(dirs[0])
     else:
-        if config.data_dir is not None:
-            if not Path(config.data_dir).is_dir():
-                raise TrainingError(f"{config.data_dir}: not a directory")
-            sources = [config.data_dir]
+        if dirs:
+            for directory in dirs:
+                if not Path(directory).is_dir():
+                    raise TrainingError(f"{directory}: not a directory")
+                if len(dirs) > 1 and is_cache(directory):
+                    raise TrainingError(f"{directory} is a prepared cache: several --data-dir "
+                                        "must be directories of structure files")
+            sources = list(dirs)
         else:
             sources = ensure_pdb_files(config.pdb_ids, options.download_dir,
                                        base_url=options.base_url, offline=options.offline)
@@ -141,7 +158,7 @@ def open_cache(config: TrainConfig, options, log) -> Cache:
             f"but the run has modified_residues={config.modified_residues} (prepare with"
             f"{'out' if config.modified_residues else ''} --atom-only, or change the setting)")
     if not len(cache):
-        source = config.data_dir or options.download_dir
+        source = ", ".join(dirs) or options.download_dir
         raise TrainingError(f"{source}: no usable structure file (the reasons for each file are "
                             f"in {cache_dir / SKIPPED})")
     return cache

@@ -32,7 +32,8 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .train_config import ConfigError
-from .train_step import draw_train_noise_for, loss_fn, loss_totals, train_step
+from .train_step import draw_train_noise_for, frozen_loss_fn, loss_totals, train_step
+from .trainable import keep_frozen
 
 DATA_AXIS = "data"
 
@@ -92,11 +93,11 @@ def split_micro_batches(tree, k: int):
 
 
 def accumulated_train_step(params, opt_state, batch, noise, *, config, optimizer, grad_accum,
-                           attention_mask=False, compute_dtype=None, progress=None):
+                           attention_mask=False, compute_dtype=None, progress=None, trainable="all"):
     """One optimiser step over grad_accum micro-batches of `batch`: their gradients summed,
     each with the whole batch's loss denominators, then one clip and one AdamW update."""
     totals = loss_totals(batch["mask"], batch.get("residue_index"))
-    grad_fn = jax.grad(loss_fn, has_aux=True)
+    grad_fn = jax.grad(frozen_loss_fn(trainable), has_aux=True)
 
     def body(acc, micro):
         grads, metrics = grad_fn(params, *micro, config, attention_mask, totals, compute_dtype, progress)
@@ -109,17 +110,18 @@ def accumulated_train_step(params, opt_state, batch, noise, *, config, optimizer
     zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
     (grads, metrics), _ = jax.lax.scan(body, zeros, micro)
     updates, opt_state = optimizer.update(grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
-    return params, opt_state, dict(metrics, grad_norm=optax.global_norm(grads))
+    new_params = keep_frozen(optax.apply_updates(params, updates), params, trainable)
+    return new_params, opt_state, dict(metrics, grad_norm=optax.global_norm(grads))
 
 
 def make_parallel_train_step(config, optimizer, parallel: DataParallel, attention_mask=False,
                              grad_accum: int = 1, compute_dtype=None, donate: bool = True,
-                             total_steps: int | None = None):
+                             total_steps: int | None = None, trainable: str = "all"):
     """jit'd (params, opt_state, batch, train_key, step) -> (params, opt_state, metrics) with
     the mesh's shardings. The step's noise is drawn from fold_in(train_key, step) for the whole
     global batch, as make_keyed_train_step draws it. total_steps: the run's length, so that the
-    loss knows the share of the run done (train_step.loss_fn's progress); None: unscheduled."""
+    loss knows the share of the run done (train_step.loss_fn's progress); None: unscheduled.
+    trainable: trainable.py's choice; `optimizer` must be restricted to it (trainable.restrict)."""
 
     def step(params, opt_state, batch, train_key, step_index):
         key = jax.random.fold_in(train_key, step_index)
@@ -131,7 +133,8 @@ def make_parallel_train_step(config, optimizer, parallel: DataParallel, attentio
         progress = None if total_steps is None else (step_index + 0.5) / total_steps
         if grad_accum == 1:
             return train_step(params, opt_state, batch, noise, config=config, optimizer=optimizer,
-                              attention_mask=attention_mask, compute_dtype=compute_dtype, progress=progress)
+                              attention_mask=attention_mask, compute_dtype=compute_dtype, progress=progress,
+                              trainable=trainable)
         return accumulated_train_step(params, opt_state, batch, noise, config=config,
                                       optimizer=optimizer, grad_accum=grad_accum,
                                       attention_mask=attention_mask, compute_dtype=compute_dtype,

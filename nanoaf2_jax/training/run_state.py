@@ -13,8 +13,8 @@ import jax
 import numpy as np
 
 from ..model.alphafold2 import init_params
-from .checkpoint import (CorruptCheckpoint, TrainCheckpointer, checkpoints_dir, read_meta, scan,
-                         set_aside, verify)
+from .checkpoint import (CorruptCheckpoint, TrainCheckpointer, checkpoints_dir, init_params_from,
+                         read_meta, scan, set_aside, verify)
 from .distributed import barrier
 from .train_config import TrainConfig, TrainingError
 
@@ -99,6 +99,11 @@ class RunState:
                 raise TrainingError(
                     f"{self.ckpt.dir} already holds checkpoints (latest: step {latest}): pass "
                     f"--resume to continue that run, or choose another --output-dir")
+            if self.config.init_from is not None:
+                return (*self._init_from(init, init_key), train_key, rng, 0)
+            if self.config.trainable != "all":
+                self.log.warning("training only %s of freshly initialised weights: the frozen rest "
+                                 "stays random (pass --init-from a trained run)", self.config.trainable)
             # One compiled call: op-by-op initialisation compiles every op separately (slower).
             params, opt_state = jax.jit(init, out_shardings=replicated)(init_key)
             return params, opt_state, train_key, rng, 0
@@ -116,6 +121,17 @@ class RunState:
         self.last_checkpoint = step_dir
         self.log.info("resuming from %s (step %d, epoch %d)", step_dir, latest, meta["epoch"])
         return params, opt_state, train_key, rng, latest
+
+    def _init_from(self, init, init_key):
+        """A trained checkpoint's weights (TrainConfig.init_from) and fresh optimiser state."""
+        params_like, _ = jax.eval_shape(init, init_key)
+        params, step_dir = init_params_from(self.config.init_from, params_like)
+        params = jax.tree_util.tree_map(lambda x, like: np.asarray(x, like.dtype), params, params_like)
+        params = (jax.device_put(params) if self.parallel is None
+                  else self.parallel.replicate(params))
+        opt_state = jax.jit(self.optimizer.init)(params)
+        self.log.info("starting from the weights of %s, with fresh optimiser state", step_dir)
+        return params, opt_state
 
     def _restore_newest_good(self, params_like, opt_state_like):
         """(params, opt_state, meta, step) of the newest checkpoint that passes its checksums and

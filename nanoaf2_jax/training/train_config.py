@@ -16,6 +16,7 @@ from ..data.download import REFERENCE_PDB_IDS, validate_pdb_id
 from ..model.model_config import ModelConfig
 from .mixed_precision import PRECISIONS
 from .train_step import OptimConfig
+from .trainable import TRAINABLE
 
 # Length buckets of the `default` recipe. A protein is padded to the smallest edge >= its length,
 # so a bucket compiles once and padding wastes at most ~45% of a short protein (whose steps are
@@ -91,8 +92,14 @@ class TrainConfig:
     # Structures to download into data/pdb and train on; ignored when data_dir is set.
     pdb_ids: tuple[str, ...] = tuple(REFERENCE_PDB_IDS)
     # Train on every structure file in this directory instead (nothing is downloaded), or on the
-    # cache `python -m nanoaf2_jax.prepare` made there (loader 'grain').
-    data_dir: str | None = None
+    # cache `python -m nanoaf2_jax.prepare` made there (loader 'grain'). Several directories (a
+    # tuple; loader 'grain') are prepared into one cache and mixed as data_mix says.
+    data_dir: str | tuple[str, ...] | None = None
+    # With several data directories: how many chains each gives per epoch, in their order. A
+    # directory with fewer chains repeats them (each as often, +-1), one with more gives a seeded
+    # new subset each epoch, so a few proteins are not drowned by thousands of chains. None: every
+    # chain once per epoch, whichever directory it is in.
+    data_mix: tuple[int, ...] | None = None
     output_dir: str = "outputs/default"
     # -- The data pipeline (docs/data.md). The defaults here are the reference's behaviour, so
     # configs saved before these fields existed load unchanged; configs.py's default and tiny
@@ -123,6 +130,14 @@ class TrainConfig:
     # "float32", or "bf16": matrix products and activations in bfloat16 on float32 parameters,
     # optimiser state, LayerNorm statistics, softmaxes and losses (training/mixed_precision.py).
     precision: str = "float32"
+    # -- Fine-tuning a trained model (docs/generalisation.md, configs.py `calibrate`).
+    # Start from the weights of this checkpoint (a run directory: its latest complete checkpoint;
+    # or a step directory), with fresh optimiser state at step 0; None: freshly initialised.
+    # The model must have the checkpoint's parameter tree.
+    init_from: str | None = None
+    # The parameters trained (training/trainable.py): 'all', or 'plddt_head' (the confidence
+    # head only; every other parameter stays bit-identical, so sampling is unchanged).
+    trainable: str = "all"
 
     def __post_init__(self):
         positive = ("epochs", "batch_size", "min_length", "max_length", "log_every",
@@ -146,6 +161,8 @@ class TrainConfig:
                               f"{self.eval_train_proteins!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.trainable not in TRAINABLE:
+            raise ConfigError(f"trainable must be one of {', '.join(TRAINABLE)}, got {self.trainable!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.max_length < self.min_length:
@@ -193,8 +210,33 @@ class TrainConfig:
                                   f"{self.batch_tokens!r}")
             if self.loader != "grain":
                 raise ConfigError("batch_tokens needs loader 'grain'")
+        self._check_data_dirs()
         if not isinstance(self.loader_workers, int) or self.loader_workers < 0:
             raise ConfigError(f"loader_workers must be 0 or more, got {self.loader_workers!r}")
+
+    def _check_data_dirs(self):
+        if isinstance(self.data_dir, (list, tuple)):
+            dirs = tuple(str(d) for d in self.data_dir)
+            object.__setattr__(self, "data_dir", dirs[0] if len(dirs) == 1 else (dirs or None))
+        dirs = self.data_dirs
+        if len(dirs) > 1 and self.loader != "grain":
+            raise ConfigError("several data directories need loader 'grain' (they are prepared into "
+                              "one cache)")
+        if self.data_mix is not None:
+            mix = tuple(self.data_mix)
+            if any(not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in mix):
+                raise ConfigError(f"data_mix must be positive integers, got {self.data_mix!r}")
+            if len(mix) != len(dirs) or len(dirs) < 2:
+                raise ConfigError(f"data_mix gives {len(mix)} count(s) for {len(dirs)} data "
+                                  "directories: one per directory, for two or more")
+            object.__setattr__(self, "data_mix", mix)
+
+    @property
+    def data_dirs(self) -> tuple[str, ...]:
+        """data_dir as a tuple (empty without one)."""
+        if self.data_dir is None:
+            return ()
+        return self.data_dir if isinstance(self.data_dir, tuple) else (self.data_dir,)
 
     # -- (de)serialisation: checkpoints carry the whole config as JSON ---------------------------
 
@@ -202,6 +244,9 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d["buckets"] = None if self.buckets is None else list(self.buckets)
         d["pdb_ids"] = list(self.pdb_ids)
+        for key in ("data_dir", "data_mix"):
+            if isinstance(d[key], tuple):
+                d[key] = list(d[key])
         return d
 
     def to_json(self) -> str:
@@ -218,7 +263,7 @@ class TrainConfig:
             d["model"] = ModelConfig.from_dict(d["model"])
         if "optimisation" in d:
             d["optimisation"] = Optimisation(**d["optimisation"])
-        for key in ("buckets", "pdb_ids"):
+        for key in ("buckets", "pdb_ids", "data_mix"):
             if d.get(key) is not None:
                 d[key] = tuple(d[key])
         return cls(**d)

@@ -25,6 +25,7 @@ from ..geometry.residue_constants import AA_VOCAB
 from ..geometry.rigid import Rigid, backbone_from_frames, frames_from_backbone
 from .adamw import adamw_torch
 from .mixed_precision import cast_floating
+from .trainable import detach_frozen, keep_frozen
 
 
 NUM_AMINO_ACIDS = len(AA_VOCAB)
@@ -268,6 +269,14 @@ def _decoy_plddt_loss(model, params, batch, decoy: DecoyNoise, diff_frames: Rigi
     return plddt_loss(logits.astype(pred_ca.dtype), pred_ca, true_ca, mask, config.plddt_target, res_total)
 
 
+def frozen_loss_fn(trainable: str):
+    """loss_fn with the frozen parameters detached inside it: their gradients are zero and
+    their backward pass is not computed."""
+    if trainable == "all":
+        return loss_fn
+    return lambda params, *args: loss_fn(detach_frozen(params, trainable), *args)
+
+
 def nn_apply(model, params, fn, *args):
     """Run `fn(bound_model, *args)` with `params` bound: lets one apply call use several methods."""
     return model.apply({"params": params}, *args, method=fn)
@@ -332,15 +341,16 @@ def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
 
 
 def train_step(params, opt_state, batch, noise: TrainNoise, *, config, optimizer, attention_mask=False,
-               compute_dtype=None, progress=None):
+               compute_dtype=None, progress=None, trainable="all"):
     """One optimiser step. Returns (params, opt_state, metrics incl. the pre-clip grad norm).
-    progress: see loss_fn."""
-    grads, metrics = jax.grad(loss_fn, has_aux=True)(params, batch, noise, config, attention_mask,
-                                                     None, compute_dtype, progress)
+    progress: see loss_fn. trainable: trainable.py's choice (the optimiser must be restricted
+    to it); the frozen parameters come back as the very arrays given."""
+    grads, metrics = jax.grad(frozen_loss_fn(trainable), has_aux=True)(
+        params, batch, noise, config, attention_mask, None, compute_dtype, progress)
     updates, opt_state = optimizer.update(grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
+    new_params = keep_frozen(optax.apply_updates(params, updates), params, trainable)
     metrics = dict(metrics, grad_norm=optax.global_norm(grads))
-    return params, opt_state, metrics
+    return new_params, opt_state, metrics
 
 
 def make_train_step(config: ModelConfig, optimizer, attention_mask: bool = False, donate: bool = True,

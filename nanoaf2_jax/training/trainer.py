@@ -37,6 +37,7 @@ from .parallel import DataParallel, make_parallel_train_step
 from .run_state import RunState
 from .train_config import TrainConfig, TrainingError
 from .train_step import lr_schedule, make_optimizer
+from .trainable import restrict
 from .write_errors import write_failure
 from .training_sequences import write_sequences
 
@@ -97,11 +98,11 @@ class _Run:
         self.stop_step = self.total_steps if options.max_steps is None else min(
             self.total_steps, options.max_steps)
         optim = config.optimisation.optim_config(self.total_steps)
-        self.optimizer = make_optimizer(optim)
+        self.optimizer = restrict(make_optimizer(optim), config.trainable)
         self.step_fn = make_parallel_train_step(
             config.model, self.optimizer, self.parallel, attention_mask=config.attention_mask,
             grad_accum=config.grad_accum, compute_dtype=compute_dtype_of(config.precision),
-            donate=True, total_steps=self.total_steps)
+            donate=True, total_steps=self.total_steps, trainable=config.trainable)
         self.state = RunState(config, self.optimizer, self.fingerprint, self.spe, self.total_steps,
                               self.out, log, parallel=self.parallel)
         # Only the first process writes logs, metrics and the exported model; every process
