@@ -34,7 +34,10 @@ import numpy as np
 
 # Torch's AdamW defaults, which the reference's train.py uses.
 ADAM_B1, ADAM_B2 = 0.9, 0.999
-PARAM_FLIP_FRACTION = 0.1
+# A flip in a small tensor (a 6-element bias) is one element in six; the drift test below takes a
+# median over the larger half of the elements, so three quarters must be unperturbed for it to
+# keep its meaning.
+PARAM_FLIP_FRACTION = 0.25
 PARAM_DRIFT_FLOOR = 1e-2
 GRAD_DRIFT_FLOOR = 1e-3
 LOSS_REL = 1e-3
