@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,7 +67,19 @@ def encode_record(protein: Protein, source: str) -> bytes:
     return buffer.getvalue()
 
 
+# np.load parses each array's header with ast.literal_eval, and CPython 3.11's parser is not
+# thread-safe (concurrent ast.parse can raise "SystemError: AST constructor
+# recursion depth mismatch", seen in the threaded loader's resume test). Records are small:
+# decoding them one at a time costs the loader's threads nothing measurable.
+_DECODE_LOCK = threading.Lock()
+
+
 def decode_record(data: bytes) -> Protein:
+    with _DECODE_LOCK:
+        return _decode_record(data)
+
+
+def _decode_record(data: bytes) -> Protein:
     with np.load(io.BytesIO(data), allow_pickle=False) as z:
         coords = z["coords"]
         meta = json.loads(str(z["meta"]))
