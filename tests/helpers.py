@@ -13,6 +13,8 @@ from nanoaf2_jax.inference.structure_io import write_backbone
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
+# The golden fixtures small enough to check in every test run (the full-size one has its own file).
+GOLDEN = [FIXTURES / "small.npz", FIXTURES / "small_single.npz", FIXTURES / "other_config.npz"]
 SCHEDULE_STEPS = 200  # every run below: proteins × epochs = 200, so they share one compilation
 
 
