@@ -235,23 +235,21 @@ def _optional_float(text: str) -> float | None:
     return None if text.lower() == "none" else float(text)
 
 
-def _buckets(text: str) -> tuple[int, ...] | None:
-    if text.lower() == "none":
-        return None
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid buckets {text!r}: expected e.g. 32,64,128 "
-                                         "or none") from None
+def _int_list(what: str, example: str):
+    """Parser of 'N,N,...' or 'none' (None), e.g. the bucket edges or the data mix's counts."""
+    def parse(text: str) -> tuple[int, ...] | None:
+        if text.lower() == "none":
+            return None
+        try:
+            return tuple(int(x) for x in text.split(",") if x.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {what} {text!r}: expected e.g. {example} "
+                                             "or none") from None
+    return parse
 
 
-def _counts(text: str) -> tuple[int, ...] | None:
-    if text.lower() == "none":
-        return None
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid counts {text!r}: expected e.g. 200,200 or none") from None
+_buckets = _int_list("buckets", "32,64,128")
+_counts = _int_list("counts", "200,200")
 
 
 def _choice(what: str, allowed: tuple[str, ...]):
