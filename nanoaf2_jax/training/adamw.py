@@ -52,11 +52,19 @@ def adamw_torch(learning_rate, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01) ->
         mu = jax.tree_util.tree_map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, grads)
         nu = jax.tree_util.tree_map(lambda v, g: b2 * v + (1 - b2) * (g * g), state.nu, grads)
 
+        # The step's scalars once per dtype, not once per tensor: the same operations, but
+        # traced ~200 times fewer (tracing the optimiser was a quarter of the train step's).
+        scalars = {}
+
+        def step_scalars(dtype):
+            if dtype not in scalars:
+                lr = jnp.asarray(schedule(state.count), dtype)
+                scalars[dtype] = (lr, lr / _bias_correction(log_b1, step, dtype),
+                                  jnp.sqrt(_bias_correction(log_b2, step, dtype)))
+            return scalars[dtype]
+
         def new_update(p, m, v):
-            dtype = p.dtype
-            lr = jnp.asarray(schedule(state.count), dtype)
-            step_size = lr / _bias_correction(log_b1, step, dtype)
-            bc2_sqrt = jnp.sqrt(_bias_correction(log_b2, step, dtype))
+            lr, step_size, bc2_sqrt = step_scalars(p.dtype)
             decayed = p * (1 - lr * weight_decay)
             new_p = decayed - step_size * (m / (jnp.sqrt(v) / bc2_sqrt + eps))
             # optax applies p + u; the difference of two nearby floats is exact (Sterbenz), so
