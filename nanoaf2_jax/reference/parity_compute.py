@@ -45,28 +45,46 @@ def _batch(fx, prefix="batch/"):
 
 
 def geometry(fx) -> dict:
-    keys = fx.keys
-    g = lambda k: jnp.asarray(fx.input(f"geom/{k}"))
+    """geom/*: one compiled program for every recorded geometry check. (Run op by op, the
+    dozens of small operations each compile on their own: ~3-5x the time of compiling them
+    together, for the same float operations.)"""
+    inputs = {k: jnp.asarray(fx.input(k)) for k in fx.keys
+              if k.startswith("geom/") and k.removeprefix("geom/") in _GEOMETRY_INPUTS}
+    if "batch/coords_CA" in fx.keys:
+        inputs.update({f"batch/{k}": v for k, v in _batch(fx).items()
+                       if k in ("coords_N", "coords_CA", "coords_C", "mask")})
+    return jax.jit(_geometry)(inputs)
+
+
+# The recorded inputs of the geometry checks (geom/ keys that are not outputs).
+_GEOMETRY_INPUTS = frozenset({"axis_angle", "igso3_sigma", "igso3_omega_normal", "igso3_axis_normal",
+                              "r3_alpha_bar_t", "apply_points", "fape_pred_rots", "fape_pred_trans",
+                              "fape_pred_ca"})
+
+
+def _geometry(inputs: dict) -> dict:
+    g = lambda k: inputs[f"geom/{k}"]  # noqa: E731
+    has = lambda k: f"geom/{k}" in inputs  # noqa: E731
     out = {}
-    if "geom/axis_angle" in keys:
+    if has("axis_angle"):
         out["geom/axis_angle_rotation"] = rigid.axis_angle_to_rotation(g("axis_angle"))
-    if "geom/igso3_sigma" in keys:
+    if has("igso3_sigma"):
         out["geom/igso3_rotation"] = igso3_from_normals(g("igso3_sigma"), g("igso3_omega_normal"), g("igso3_axis_normal"))
-    if "geom/r3_alpha_bar_t" in keys:
+    if has("r3_alpha_bar_t"):
         out["geom/r3_alpha_bar"] = r3_alpha_bar(g("r3_alpha_bar_t"))
-    if "batch/coords_CA" not in keys:
+    if "batch/coords_CA" not in inputs:
         return out
-    b = _batch(fx)
+    b = {k.removeprefix("batch/"): v for k, v in inputs.items() if k.startswith("batch/")}
     local = rigid.frames_from_backbone(b["coords_N"], b["coords_CA"], b["coords_C"])
     out["geom/local_frame_rots"], out["geom/local_frame_trans"] = local
     out["geom/backbone_N"], out["geom/backbone_CA"], out["geom/backbone_C"] = rigid.backbone_from_frames(local)
-    flip = lambda x: jnp.flip(x, axis=1)
+    flip = lambda x: jnp.flip(x, axis=1)  # noqa: E731
     reversed_local = rigid.frames_from_backbone(flip(b["coords_N"]), flip(b["coords_CA"]), flip(b["coords_C"]))
     out["geom/compose_rots"], out["geom/compose_trans"] = rigid.compose(local, reversed_local)
     out["geom/invert_rots"], out["geom/invert_trans"] = rigid.invert(local)
-    if "geom/apply_points" in keys:
+    if has("apply_points"):
         out["geom/apply_out"] = rigid.apply(local, g("apply_points"))
-    if "geom/fape_pred_rots" in keys:
+    if has("fape_pred_rots"):
         pred = rigid.Rigid(g("fape_pred_rots"), g("fape_pred_trans"))
         out["geom/fape_pred_ca"] = rigid.backbone_from_frames(pred)[1]
         pred_ca, true_ca, mask = g("fape_pred_ca"), b["coords_CA"], b["mask"]
@@ -103,23 +121,31 @@ def _call(module, args):
 
 
 def activations(fx, config, params) -> dict:
+    """act/*: every recorded module on its own recorded inputs, all in one compiled program
+    (one per module spent most of the checker's time on compiling's fixed costs: ~60 modules in
+    the larger fixtures)."""
     modules = sorted({k.split("/")[1] for k in fx.keys if k.startswith("act/")})
     model = AlphaFold2(config)
-    out = {}
+    inputs, n_outputs = {}, {}
     for name in modules:
         n_in = sum(1 for k in fx.keys if re.fullmatch(rf"act/{re.escape(name)}/in\d+", k))
-        n_out = sum(1 for k in fx.keys if re.fullmatch(rf"act/{re.escape(name)}/out\d+", k))
-        args = [jnp.asarray(fx.input(f"act/{name}/in{i}")) for i in range(n_in)]
-        if _RIGID_INPUT_MODULES.match(name):
-            args = [rigid.Rigid(args[0], args[1]), *args[2:]]
+        n_outputs[name] = sum(1 for k in fx.keys if re.fullmatch(rf"act/{re.escape(name)}/out\d+", k))
+        inputs[name] = [jnp.asarray(fx.input(f"act/{name}/in{i}")) for i in range(n_in)]
 
-        def run(m, args=args, name=name):
-            return _call(resolve_module(m, name), args)
+    def run_all(m, inputs):
+        results = {}
+        for name, args in inputs.items():
+            if _RIGID_INPUT_MODULES.match(name):
+                args = [rigid.Rigid(args[0], args[1]), *args[2:]]
+            results[name] = _call(resolve_module(m, name), args)
+        return results
 
-        result = jax.jit(lambda p, run=run: model.apply({"params": p}, method=run))(params)
-        leaves = jax.tree_util.tree_leaves(result)
-        if len(leaves) != n_out:
-            raise ValueError(f"act/{name}: port returns {len(leaves)} outputs, fixture has {n_out}")
+    results = jax.jit(lambda p, inputs: model.apply({"params": p}, inputs, method=run_all))(params, inputs)
+    out = {}
+    for name in modules:
+        leaves = jax.tree_util.tree_leaves(results[name])
+        if len(leaves) != n_outputs[name]:
+            raise ValueError(f"act/{name}: port returns {len(leaves)} outputs, fixture has {n_outputs[name]}")
         for i, leaf in enumerate(leaves):
             out[f"act/{name}/out{i}"] = leaf
     return out
