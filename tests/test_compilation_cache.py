@@ -122,3 +122,42 @@ def test_each_command_sets_up_the_cache_from_its_option(main, argv, tmp_path, mo
         pass  # the missing input ends the command; the cache was set up before it
     capsys.readouterr()
     assert seen == [str(tmp_path / "c")]
+
+
+def test_igso3_quantile_table_is_kept_beside_the_compiled_programs(tmp_path, monkeypatch):
+    """The IGSO3 quantile table (1-4 s of numpy at every trace of a train step) is computed once
+    per machine: written into the compilation cache under a digest of what defines it, read back
+    equal by a later process, recomputed (and rewritten whole) from a damaged file, and never
+    written when the cache is off."""
+    import numpy as np
+    from nanoaf2_jax.diffusion import se3
+
+    # Under the test run's cache (conftest.py): a file in its directory, named by the digest.
+    path = se3._igso3_table_path()
+    assert path is not None and path.parent == Path(compilation_cache.resolve_cache_dir())
+    assert path.name.startswith("nanoaf2-igso3-quantiles-") and path.suffix == ".npy"
+
+    computed = se3._compute_igso3_quantile_table()
+    file = tmp_path / "table.npy"
+    monkeypatch.setattr(se3, "_igso3_table_path", lambda: file)
+    calls = []
+    monkeypatch.setattr(se3, "_compute_igso3_quantile_table", lambda: calls.append(1) or computed)
+
+    def fresh():  # a new process: the in-memory copy gone
+        se3.igso3_quantile_table.cache_clear()
+        return se3.igso3_quantile_table()
+
+    try:
+        np.testing.assert_array_equal(fresh(), computed)
+        assert len(calls) == 1 and file.exists() and not list(tmp_path.glob("*.tmp-*"))
+        np.testing.assert_array_equal(fresh(), computed)
+        assert len(calls) == 1  # read back, not recomputed
+        file.write_bytes(file.read_bytes()[:1000])  # a writer killed mid-file
+        np.testing.assert_array_equal(fresh(), computed)
+        assert len(calls) == 2 and np.array_equal(np.load(file), computed)
+        file.unlink()
+        monkeypatch.setattr(se3, "_igso3_table_path", lambda: None)  # cache off
+        np.testing.assert_array_equal(fresh(), computed)
+        assert len(calls) == 3 and not file.exists()
+    finally:
+        se3.igso3_quantile_table.cache_clear()

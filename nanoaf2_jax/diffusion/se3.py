@@ -7,7 +7,11 @@ reference's recorded draws exactly.
 """
 
 import functools
+import hashlib
+import inspect
 import math
+import os
+from pathlib import Path
 from typing import NamedTuple
 
 import jax
@@ -131,7 +135,45 @@ def igso3_sigma_grid() -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def igso3_quantile_table() -> np.ndarray:
-    """[IGSO3_NUM_SIGMA, IGSO3_NUM_U] quantiles Q(u; σ)/σ (float64), computed once (~1 s)."""
+    """[IGSO3_NUM_SIGMA, IGSO3_NUM_U] quantiles Q(u; σ)/σ (float64): once per process, and once
+    per machine where JAX's persistent compilation cache is on (the commands and the tests turn
+    it on). Why: the series take 1-4 s of numpy, paid at every trace of a program that draws
+    IGSO3 noise, i.e. at every start of `train.py`, however warm its compilation cache."""
+    path = _igso3_table_path()
+    if path is not None:
+        try:
+            table = np.load(path, allow_pickle=False)
+            if table.shape == (IGSO3_NUM_SIGMA, IGSO3_NUM_U) and table.dtype == np.float64:
+                return table
+        except (OSError, ValueError):
+            pass  # absent, or written by a process that died mid-write: compute it again
+    table = _compute_igso3_quantile_table()
+    if path is not None:
+        try:
+            tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+            with open(tmp, "wb") as f:
+                np.save(f, table)
+            os.replace(tmp, path)  # atomic: readers see the old file or the whole new one
+        except OSError:
+            pass  # a read-only or full cache costs the recomputation, nothing else
+    return table
+
+
+def _igso3_table_path():
+    """The table's file in JAX's compilation cache directory, named by a digest of everything
+    its values depend on (the grid constants and the code that computes them, numpy's version),
+    so that a changed definition is never read back; None when that cache is off."""
+    if not jax.config.jax_enable_compilation_cache or not jax.config.jax_compilation_cache_dir:
+        return None
+    source = inspect.getsource(_compute_igso3_quantile_table) + inspect.getsource(igso3_angle_cdf)
+    key = repr((IGSO3_SIGMA_MIN, IGSO3_SIGMA_MAX_GRID, IGSO3_NUM_SIGMA, IGSO3_NUM_U, _IGSO3_NUM_OMEGA,
+                np.__version__, source))
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return Path(jax.config.jax_compilation_cache_dir) / f"nanoaf2-igso3-quantiles-{digest}.npy"
+
+
+def _compute_igso3_quantile_table() -> np.ndarray:
+    """Q(u; σ)/σ on the grid, by interpolating each σ's CDF series (igso3_angle_cdf) inverted."""
     u = np.linspace(0.0, 1.0, IGSO3_NUM_U)
     rows = []
     for sigma in igso3_sigma_grid():
