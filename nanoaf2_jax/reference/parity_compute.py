@@ -191,7 +191,9 @@ def loss_spread(fx, draws: int, seed: int = 0) -> dict:
     vector is an absolute 4e-5 of each angle). A bug moves the nudged runs with the unnudged
     one, so it does not widen this spread."""
     config = ModelConfig.from_json(str(fx.z["config"]))
-    state = {k[len("param/"):]: fx.input(k) for k in fx.keys if k.startswith("param/")}
+    # Sorted: fx.keys is a set, whose order changes with each process's string hashing, and the
+    # draws must fall on the same weights every run.
+    state = {k[len("param/"):]: fx.input(k) for k in sorted(fx.keys) if k.startswith("param/")}
     batch, noise = _batch(fx), _train_noise(fx, "noise/")
     forward = jax.jit(lambda p: loss_fn(p, batch, noise, config)[1])
     base = {k: float(v) for k, v in forward(state_dict_to_params(state, config, fx.dtype)).items()}
