@@ -185,7 +185,7 @@ def loss_spread(fx, draws: int, seed: int = 0) -> dict:
     by one float32 ulp, up or down at random (`draws` seeded draws; same batch and noise).
 
     That is the key's own float32 sensitivity: rounding perturbs every operation by about an
-    ulp, so a correct float32 program cannot be expected closer to the truth than this. Most
+    ulp, so a correct float32 program cannot be expected much closer to the truth. Most
     losses move by ~1e-7 relative; the rotation loss moves by far more where the denoiser's
     rotation vector is many turns long (fx51: 75 rad, so a relative rounding of 5e-7 of the
     vector is an absolute 4e-5 of each angle). A bug moves the nudged runs with the unnudged
