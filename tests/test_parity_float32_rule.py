@@ -1,8 +1,10 @@
 """The float32 `flips` pass rule (docs/parity.md, section 6) on small synthetic fixtures: it
 must pass what rounding amplified by Adam does to a correct port (elements whose gradient is
 rounding noise move a whole step the other way) and fail what a bug does, where the golden rule
-cannot tell the two apart. No model runs here: the port's results are built in numpy and
-judged by the checker's own `Fixture.check`."""
+cannot tell the two apart; and a forward loss within 20x its one-ulp spread where the reference's
+own error cancelled by luck. The port's results are built in numpy and judged by the checker's
+own `Fixture.check`; only the last test runs the model (the small `other_config` fixture's
+forward, ~10 s)."""
 
 import numpy as np
 import pytest
@@ -148,3 +150,58 @@ def test_flips_rule_leaves_the_other_rules_and_float64_alone(tmp_path):
     fx = Fixture(str(path), x64=True, rule="flips")
     check = fx.check(f"train/param/{KEY}", results[f"train/param/{KEY}"])
     assert not check.ok and check.flips_why == ""
+
+
+def _rotation_loss_fixture(tmp_path, seed=0):
+    """A rotation loss as fx51's: the mean of θ² over 78 residues whose float32 angles are off by
+    |v| · 5e-7 each (a denoiser rotation vector v of ~75 rad, relative rounding 5e-7). Each
+    program's error is a random walk of those; the reference's run is the draw, among the first
+    50, whose walk cancelled best (fx51's did to 0.07 of its spread). A one-ulp nudge of every
+    weight moves the network's output about as much as rounding does (fx51: the port's spread
+    2.6e-5, its walk's 1.9e-5), so the spread is four more such draws. Returns the fixture, the
+    walk's size, one correct program's loss per seed and the spread."""
+    rng = np.random.default_rng(seed)
+    theta = rng.uniform(0.5, 3.0, 78)
+    v_norm = rng.uniform(69.0, 87.0, 78)
+    truth = float(np.mean(theta**2))
+    program = lambda s: float(np.mean((theta + v_norm * 5e-7 * np.random.default_rng(s).standard_normal(78)) ** 2))
+    ref32 = min((program(s) for s in range(1, 51)), key=lambda x: abs(x - truth))
+    spread = float(np.sqrt(np.mean([(program(s) - truth) ** 2 for s in range(100, 104)])))
+    sigma = 2 * float(np.linalg.norm(theta * v_norm * 5e-7)) / 78
+    path = tmp_path / "rotation.npz"
+    np.savez(path, **{"loss/rot_loss": np.float32(ref32), "f64/loss/rot_loss": np.float64(truth)})
+    return path, truth, sigma, program, spread
+
+
+def test_flips_rule_judges_a_forward_loss_by_its_one_ulp_spread_not_the_references_luck(tmp_path):
+    path, truth, sigma, program, spread = _rotation_loss_fixture(tmp_path)
+    port = max((program(s) for s in range(200, 300)), key=lambda x: abs(x - truth))  # the worst of 100
+    assert 2 * sigma < abs(port - truth) < 3 * sigma
+    golden = Fixture(str(path), x64=False, rule="golden").check("loss/rot_loss", port)
+    assert not golden.ok  # 20x the reference's lucky error, and the 1e-5 floor, are below it
+    fx = Fixture(str(path), x64=False, rule="flips")
+    assert not fx.check("loss/rot_loss", port).ok  # no spread measured: golden
+    fx.loss_spread = {"loss/rot_loss": spread}
+    check = fx.check("loss/rot_loss", port)
+    assert check.ok and check.flips_ratio < 0.5, check.flips_why
+    # A bug of the planted ones' size (1e-3 of the loss; fx43's 1.001 weight: 1.1e-3) fails;
+    # float64 is left strict.
+    assert not fx.check("loss/rot_loss", truth * (1 + 1e-3)).ok
+    fx64 = Fixture(str(path), x64=True, rule="flips")
+    fx64.loss_spread = fx.loss_spread
+    assert not fx64.check("loss/rot_loss", port).ok
+
+
+def test_loss_spread_is_rounding_sized_on_a_recorded_fixture():
+    from helpers import FIXTURES
+    from nanoaf2_jax.reference.parity_compute import loss_spread
+
+    fx = Fixture(str(FIXTURES / "other_config.npz"), x64=False, rule="flips")
+    spread = loss_spread(fx, draws=2)
+    losses = [k for k in fx.keys if k.startswith("loss/")]
+    assert set(losses) <= set(spread)
+    # Nudging every weight by one ulp moves the losses (a clamped FAPE may not move at all), but
+    # by rounding's size, not a bug's.
+    assert any(spread[k] > 0 for k in losses)
+    for k in losses:
+        assert 0 <= spread[k] < 1e-5 * max(1.0, abs(float(fx.z[f"f64/{k}"]))), (k, spread[k])
