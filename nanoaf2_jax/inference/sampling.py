@@ -89,9 +89,7 @@ def sample(params, sequence, noise: SampleNoise, config: ModelConfig):
         frames = Rigid(frames.rots, frames.trans - masked_centroid(frames.trans)[..., None, :])
     coords_N, coords_CA, coords_C = backbone_from_frames(frames)
     if config.plddt_head == "structure":  # each sample judged on its own CA atoms
-        logits = nn_apply(model, params, lambda m: m.plddt_logits(
-            jnp.broadcast_to(single, (n, *single.shape[1:])), jnp.broadcast_to(pair, (n, *pair.shape[1:])),
-            coords_CA))
+        logits = nn_apply(model, params, lambda m: m.plddt_logits(single, pair, coords_CA))
     else:
         logits = jnp.broadcast_to(nn_apply(model, params, lambda m: m.plddt_logits(single)), (n, L, config.num_plddt_bins))
     return {

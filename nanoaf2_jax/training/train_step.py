@@ -153,7 +153,9 @@ def loss_fn(params, batch, noise: TrainNoise, config: ModelConfig, attention_mas
         pred_a = to_angstrom(pred)
         # The structure head judges this one-step prediction: across t it sees structures of
         # every quality, each scored against its own lDDT-Cα.
-        return pred, pred_a, m.plddt_logits(rep(single), rep(pair), pred_a.trans, rep(mask))
+        if config.plddt_head == "structure":  # judges each row's M structures, pair projected once per row
+            return pred, pred_a, m.plddt_logits(single, pair, pred_a.trans, mask)
+        return pred, pred_a, m.plddt_logits(rep(single))
 
     pred, pred_a, logits = nn_apply(model, params, run)
     logits = logits.astype(pred.trans.dtype)  # bfloat16 under mixed precision; losses in float32
