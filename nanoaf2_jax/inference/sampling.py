@@ -77,9 +77,8 @@ def sample(params, sequence, noise: SampleNoise, config: ModelConfig, residue_in
         frames = Rigid(frames.rots, frames.trans - masked_centroid(frames.trans, sample_mask)[..., None, :])
     coords_N, coords_CA, coords_C = backbone_from_frames(frames)
     if config.plddt_head == "structure":  # each sample judged on its own CA atoms
-        logits = nn_apply(model, params, lambda m: m.plddt_logits(
-            jnp.broadcast_to(single, (n, *single.shape[1:])), jnp.broadcast_to(pair, (n, *pair.shape[1:])),
-            coords_CA, None if mask is None else jnp.broadcast_to(batch_mask, (n, L))))
+        # The n samples of the one sequence row: the head projects its pair once for all of them.
+        logits = nn_apply(model, params, lambda m: m.plddt_logits(single, pair, coords_CA, batch_mask))
     else:
         logits = jnp.broadcast_to(nn_apply(model, params, lambda m: m.plddt_logits(single)), (n, L, config.num_plddt_bins))
     return {

@@ -176,7 +176,9 @@ def loss_fn(params, batch, noise: TrainNoise, config: ModelConfig, attention_mas
             return pred, pred_a, None, disto, (single, pair, cond)
         # The structure head judges this one-step prediction: across t it sees structures of
         # every quality, each scored against its own lDDT-Cα.
-        return pred, pred_a, m.plddt_logits(rep(single), rep(pair), pred_a.trans, rep(mask)), disto, None
+        if config.plddt_head == "structure":  # each row's M structures; pair projected once per row
+            return pred, pred_a, m.plddt_logits(single, pair, pred_a.trans, mask), disto, None
+        return pred, pred_a, m.plddt_logits(rep(single)), disto, None
 
     pred, pred_a, logits, disto, trunk_out = nn_apply(model, params, run)
     extra = {}
