@@ -91,7 +91,9 @@ def test_a_second_process_reads_the_cache_and_off_writes_nothing(tmp_path):
     assert first["dir"] == str(default) and first["hits"] == 0
     assert first["written"] == first["asked"] >= 1
     written = _files(default)
-    assert len(written) == first["written"], written
+    # The compiled programs, and the IGSO3 quantile table (test below), computed once.
+    tables = [name for name in written if name.startswith("nanoaf2-igso3-quantiles-")]
+    assert len(tables) == 1 and len(written) == first["written"] + 1, written
 
     second, _ = _finish(_start(_probe_env(tmp_path, **{ENV_VAR: str(default)})))
     assert second == {"dir": str(default), "asked": first["asked"], "hits": first["asked"], "written": 0}
@@ -100,6 +102,7 @@ def test_a_second_process_reads_the_cache_and_off_writes_nothing(tmp_path):
     off, _ = _finish(off)
     assert off == {"dir": None, "asked": 0, "hits": 0, "written": 0}
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").rglob("*-cache"))
+    assert not list(tmp_path.glob("o/**/nanoaf2-igso3-*"))  # off: the table is not written either
     broken, err = _finish(broken)
     assert broken == {"dir": None, "asked": 0, "hits": 0, "written": 0}
     assert "compilation cache" in err and "compiling without it" in err
@@ -126,38 +129,39 @@ def test_each_command_sets_up_the_cache_from_its_option(main, argv, tmp_path, mo
 
 def test_igso3_quantile_table_is_kept_beside_the_compiled_programs(tmp_path, monkeypatch):
     """The IGSO3 quantile table (1-4 s of numpy at every trace of a train step) is computed once
-    per machine: written into the compilation cache under a digest of what defines it, read back
-    equal by a later process, recomputed (and rewritten whole) from a damaged file, and never
-    written when the cache is off."""
+    per cache directory: written there under a digest of what defines it, read back equal by a
+    later process without computing, computed again (and rewritten whole) from a damaged file;
+    and the pure module computes it itself when nothing was installed."""
     import numpy as np
     from nanoaf2_jax.diffusion import se3
 
-    # Under the test run's cache (conftest.py): a file in its directory, named by the digest.
-    path = se3._igso3_table_path()
-    assert path is not None and path.parent == Path(compilation_cache.resolve_cache_dir())
-    assert path.name.startswith("nanoaf2-igso3-quantiles-") and path.suffix == ".npy"
-
     computed = se3._compute_igso3_quantile_table()
-    file = tmp_path / "table.npy"
-    monkeypatch.setattr(se3, "_igso3_table_path", lambda: file)
     calls = []
     monkeypatch.setattr(se3, "_compute_igso3_quantile_table", lambda: calls.append(1) or computed)
+    saved = se3._installed_table
+    file = compilation_cache.igso3_table_file(tmp_path)
+    assert file.parent == tmp_path and file.name.startswith("nanoaf2-igso3-quantiles-")
 
-    def fresh():  # a new process: the in-memory copy gone
+    def start():  # a new process with the cache in tmp_path
+        monkeypatch.setattr(se3, "_installed_table", None)
         se3.igso3_quantile_table.cache_clear()
+        compilation_cache.install_cached_igso3_table(tmp_path)
         return se3.igso3_quantile_table()
 
     try:
-        np.testing.assert_array_equal(fresh(), computed)
+        np.testing.assert_array_equal(start(), computed)
         assert len(calls) == 1 and file.exists() and not list(tmp_path.glob("*.tmp-*"))
-        np.testing.assert_array_equal(fresh(), computed)
-        assert len(calls) == 1  # read back, not recomputed
+        np.testing.assert_array_equal(start(), computed)
+        assert len(calls) == 1  # read back, not computed
         file.write_bytes(file.read_bytes()[:1000])  # a writer killed mid-file
-        np.testing.assert_array_equal(fresh(), computed)
+        np.testing.assert_array_equal(start(), computed)
         assert len(calls) == 2 and np.array_equal(np.load(file), computed)
-        file.unlink()
-        monkeypatch.setattr(se3, "_igso3_table_path", lambda: None)  # cache off
-        np.testing.assert_array_equal(fresh(), computed)
-        assert len(calls) == 3 and not file.exists()
+        monkeypatch.setattr(se3, "_installed_table", None)  # nothing installed: computed
+        se3.igso3_quantile_table.cache_clear()
+        np.testing.assert_array_equal(se3.igso3_quantile_table(), computed)
+        assert len(calls) == 3
+        with pytest.raises(ValueError, match="expected"):
+            se3.install_igso3_quantile_table(computed[:10])
     finally:
+        se3._installed_table = saved
         se3.igso3_quantile_table.cache_clear()

@@ -19,11 +19,16 @@ entry is never used; deleting the directory is always safe. Every command calls
 from __future__ import annotations
 
 import argparse
+import hashlib
+import inspect
 import os
 import sys
 from pathlib import Path
 
 import jax
+import numpy as np
+
+from ..diffusion import se3
 
 ENV_VAR = "NANOAF2_JAX_COMPILATION_CACHE"
 OFF = "off"
@@ -69,7 +74,42 @@ def enable_compilation_cache(option: str | None = None) -> Path | None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_TIME_SECS)
     # -1: no size floor, and JAX may not raise one for the file system (small programs count).
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    install_cached_igso3_table(path)
     return path
+
+
+def igso3_table_file(cache_dir: Path) -> Path:
+    """The IGSO3 quantile table's file in the cache, named by a digest of everything its values
+    depend on (the grid constants, the code that computes them, numpy's version): a changed
+    definition is never read back."""
+    source = inspect.getsource(se3._compute_igso3_quantile_table) + inspect.getsource(se3.igso3_angle_cdf)
+    key = repr((se3.IGSO3_SIGMA_MIN, se3.IGSO3_SIGMA_MAX_GRID, se3.IGSO3_NUM_SIGMA, se3.IGSO3_NUM_U,
+                se3._IGSO3_NUM_OMEGA, np.__version__, source))
+    return Path(cache_dir) / f"nanoaf2-igso3-quantiles-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npy"
+
+
+def install_cached_igso3_table(cache_dir: Path) -> None:
+    """Read the IGSO3 quantile table from the cache, or compute it once and write it there.
+
+    Why: the table (160 x 2049, from the series CDF) is 1-4 s of numpy at the first trace of any
+    program that draws IGSO3 noise: every `train.py` start however warm its compiled programs,
+    and every test worker and command the tests start. A damaged file (a writer killed mid-file)
+    is computed again; a cache that cannot be written costs the computation, nothing else."""
+    path = igso3_table_file(cache_dir)
+    try:
+        se3.install_igso3_quantile_table(np.load(path, allow_pickle=False))
+        return
+    except (OSError, ValueError):
+        pass
+    table = se3._compute_igso3_quantile_table()
+    se3.install_igso3_quantile_table(table)
+    try:
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        with open(tmp, "wb") as f:
+            np.save(f, table)
+        os.replace(tmp, path)  # atomic: readers see no file or the whole one
+    except OSError:
+        pass
 
 
 def add_compilation_cache_argument(parser: argparse.ArgumentParser) -> None:

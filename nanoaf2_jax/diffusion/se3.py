@@ -7,11 +7,7 @@ reference's recorded draws exactly.
 """
 
 import functools
-import hashlib
-import inspect
 import math
-import os
-from pathlib import Path
 from typing import NamedTuple
 
 import jax
@@ -133,43 +129,29 @@ def igso3_sigma_grid() -> np.ndarray:
     return np.geomspace(IGSO3_SIGMA_MIN, IGSO3_SIGMA_MAX_GRID, IGSO3_NUM_SIGMA)
 
 
+# A table handed in from outside (cli/compilation_cache.py keeps it on disk beside the compiled
+# programs); this module stays pure and only computes it when none was.
+_installed_table = None
+
+
+def install_igso3_quantile_table(table) -> None:
+    """Use this [IGSO3_NUM_SIGMA, IGSO3_NUM_U] float64 table (one computed by
+    `_compute_igso3_quantile_table`, e.g. read back from disk) instead of computing it."""
+    global _installed_table
+    table = np.asarray(table)
+    if table.shape != (IGSO3_NUM_SIGMA, IGSO3_NUM_U) or table.dtype != np.float64:
+        raise ValueError(f"IGSO3 quantile table of shape {table.shape} and dtype {table.dtype}; "
+                         f"expected {(IGSO3_NUM_SIGMA, IGSO3_NUM_U)} float64")
+    _installed_table = table
+    igso3_quantile_table.cache_clear()
+
+
 @functools.lru_cache(maxsize=1)
 def igso3_quantile_table() -> np.ndarray:
-    """[IGSO3_NUM_SIGMA, IGSO3_NUM_U] quantiles Q(u; σ)/σ (float64): once per process, and once
-    per machine where JAX's persistent compilation cache is on (the commands and the tests turn
-    it on). Why: the series take 1-4 s of numpy, paid at every trace of a program that draws
-    IGSO3 noise, i.e. at every start of `train.py`, however warm its compilation cache."""
-    path = _igso3_table_path()
-    if path is not None:
-        try:
-            table = np.load(path, allow_pickle=False)
-            if table.shape == (IGSO3_NUM_SIGMA, IGSO3_NUM_U) and table.dtype == np.float64:
-                return table
-        except (OSError, ValueError):
-            pass  # absent, or written by a process that died mid-write: compute it again
-    table = _compute_igso3_quantile_table()
-    if path is not None:
-        try:
-            tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-            with open(tmp, "wb") as f:
-                np.save(f, table)
-            os.replace(tmp, path)  # atomic: readers see the old file or the whole new one
-        except OSError:
-            pass  # a read-only or full cache costs the recomputation, nothing else
-    return table
-
-
-def _igso3_table_path():
-    """The table's file in JAX's compilation cache directory, named by a digest of everything
-    its values depend on (the grid constants and the code that computes them, numpy's version),
-    so that a changed definition is never read back; None when that cache is off."""
-    if not jax.config.jax_enable_compilation_cache or not jax.config.jax_compilation_cache_dir:
-        return None
-    source = inspect.getsource(_compute_igso3_quantile_table) + inspect.getsource(igso3_angle_cdf)
-    key = repr((IGSO3_SIGMA_MIN, IGSO3_SIGMA_MAX_GRID, IGSO3_NUM_SIGMA, IGSO3_NUM_U, _IGSO3_NUM_OMEGA,
-                np.__version__, source))
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return Path(jax.config.jax_compilation_cache_dir) / f"nanoaf2-igso3-quantiles-{digest}.npy"
+    """[IGSO3_NUM_SIGMA, IGSO3_NUM_U] quantiles Q(u; σ)/σ (float64), once per process: the one
+    installed, else computed (1-4 s of numpy, paid at the first trace of a program that draws
+    IGSO3 noise)."""
+    return _compute_igso3_quantile_table() if _installed_table is None else _installed_table
 
 
 def _compute_igso3_quantile_table() -> np.ndarray:
