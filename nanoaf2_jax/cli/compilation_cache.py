@@ -19,6 +19,7 @@ entry is never used; deleting the directory is always safe. Every command calls
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import inspect
 import os
@@ -67,6 +68,7 @@ def enable_compilation_cache(option: str | None = None) -> Path | None:
             path = None
     if path is None:
         jax.config.update("jax_enable_compilation_cache", False)
+        se3.set_igso3_table_source(None)  # off: nothing written anywhere, the table computed
         return None
     jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_compilation_cache_dir", str(path))
@@ -74,7 +76,7 @@ def enable_compilation_cache(option: str | None = None) -> Path | None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_TIME_SECS)
     # -1: no size floor, and JAX may not raise one for the file system (small programs count).
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
-    install_cached_igso3_table(path)
+    se3.set_igso3_table_source(functools.partial(cached_igso3_table, path))
     return path
 
 
@@ -88,21 +90,23 @@ def igso3_table_file(cache_dir: Path) -> Path:
     return Path(cache_dir) / f"nanoaf2-igso3-quantiles-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npy"
 
 
-def install_cached_igso3_table(cache_dir: Path) -> None:
-    """Read the IGSO3 quantile table from the cache, or compute it once and write it there.
+def cached_igso3_table(cache_dir: Path) -> np.ndarray:
+    """The IGSO3 quantile table read from the cache, or computed once and written there.
 
     Why: the table (160 x 2049, from the series CDF) is 1-4 s of numpy at the first trace of any
     program that draws IGSO3 noise: every `train.py` start however warm its compiled programs,
-    and every test worker and command the tests start. A damaged file (a writer killed mid-file)
-    is computed again; a cache that cannot be written costs the computation, nothing else."""
+    and every test worker and command the tests start. `enable_compilation_cache` makes this
+    the table's source, so it runs only when a program needs the table. A damaged file (a
+    writer killed mid-file) is computed again; a cache that cannot be written costs the
+    computation, nothing else."""
     path = igso3_table_file(cache_dir)
     try:
-        se3.install_igso3_quantile_table(np.load(path, allow_pickle=False))
-        return
+        table = np.load(path, allow_pickle=False)
+        if table.shape == (se3.IGSO3_NUM_SIGMA, se3.IGSO3_NUM_U) and table.dtype == np.float64:
+            return table
     except (OSError, ValueError):
         pass
     table = se3._compute_igso3_quantile_table()
-    se3.install_igso3_quantile_table(table)
     try:
         tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
         with open(tmp, "wb") as f:
@@ -110,6 +114,7 @@ def install_cached_igso3_table(cache_dir: Path) -> None:
         os.replace(tmp, path)  # atomic: readers see no file or the whole one
     except OSError:
         pass
+    return table
 
 
 def add_compilation_cache_argument(parser: argparse.ArgumentParser) -> None:

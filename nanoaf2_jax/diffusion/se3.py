@@ -129,29 +129,29 @@ def igso3_sigma_grid() -> np.ndarray:
     return np.geomspace(IGSO3_SIGMA_MIN, IGSO3_SIGMA_MAX_GRID, IGSO3_NUM_SIGMA)
 
 
-# A table handed in from outside (cli/compilation_cache.py keeps it on disk beside the compiled
-# programs); this module stays pure and only computes it when none was.
-_installed_table = None
+# Where the table comes from when set (cli/compilation_cache.py: read back from disk beside the
+# compiled programs, or computed and written there); this module stays pure and computes it
+# itself otherwise. A source, not a table, so that nothing is read until a program needs it.
+_table_source = None
 
 
-def install_igso3_quantile_table(table) -> None:
-    """Use this [IGSO3_NUM_SIGMA, IGSO3_NUM_U] float64 table (one computed by
-    `_compute_igso3_quantile_table`, e.g. read back from disk) instead of computing it."""
-    global _installed_table
-    table = np.asarray(table)
-    if table.shape != (IGSO3_NUM_SIGMA, IGSO3_NUM_U) or table.dtype != np.float64:
-        raise ValueError(f"IGSO3 quantile table of shape {table.shape} and dtype {table.dtype}; "
-                         f"expected {(IGSO3_NUM_SIGMA, IGSO3_NUM_U)} float64")
-    _installed_table = table
+def set_igso3_table_source(source) -> None:
+    """Take the quantile table from `source()` (None: compute it here) at its first use."""
+    global _table_source
+    _table_source = source
     igso3_quantile_table.cache_clear()
 
 
 @functools.lru_cache(maxsize=1)
 def igso3_quantile_table() -> np.ndarray:
-    """[IGSO3_NUM_SIGMA, IGSO3_NUM_U] quantiles Q(u; σ)/σ (float64), once per process: the one
-    installed, else computed (1-4 s of numpy, paid at the first trace of a program that draws
+    """[IGSO3_NUM_SIGMA, IGSO3_NUM_U] quantiles Q(u; σ)/σ (float64), once per process: from the
+    source set, else computed (1-4 s of numpy, paid at the first trace of a program that draws
     IGSO3 noise)."""
-    return _compute_igso3_quantile_table() if _installed_table is None else _installed_table
+    table = _compute_igso3_quantile_table() if _table_source is None else np.asarray(_table_source())
+    if table.shape != (IGSO3_NUM_SIGMA, IGSO3_NUM_U) or table.dtype != np.float64:
+        raise ValueError(f"IGSO3 quantile table of shape {table.shape} and dtype {table.dtype}; "
+                         f"expected {(IGSO3_NUM_SIGMA, IGSO3_NUM_U)} float64")
+    return table
 
 
 def _compute_igso3_quantile_table() -> np.ndarray:
