@@ -27,7 +27,6 @@ def distance_bin(ca):
     return jnp.sum(d[..., None] > edges, axis=-1)
 
 
-
 class StructureConfidenceHead(nn.Module):
     num_bins: int
     c_hidden: int = 64

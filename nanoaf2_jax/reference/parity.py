@@ -246,8 +246,9 @@ def main(argv=None) -> int:
         "passes a grad/* or train/param/* key whose whole-tensor L2 error is within "
         "max(20x the reference's, 1e-4 relative): ReLU flips and Adam make isolated elements "
         "differ between correct float32 programs (docs/parity.md); 'flips' judges grad/*, "
-        "train/param/* and train/losses keys that miss the golden rule by what a flip amplified "
-        "by Adam can do and a bug does (Adam's reach, one batch term, no systematic drift; "
+        "train/param/*, train/losses and loss/* keys that miss the golden rule by what a flip "
+        "amplified by Adam, or float32 rounding of the forward, can do and a bug does (Adam's "
+        "reach, one batch term, no systematic drift, 20x the loss's one-ulp spread; "
         "docs/parity.md section 6)",
     )
     args = parser.parse_args(argv)

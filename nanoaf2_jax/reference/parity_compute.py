@@ -48,18 +48,12 @@ def geometry(fx) -> dict:
     """geom/*: one compiled program for every recorded geometry check. (Run op by op, the
     dozens of small operations each compile on their own: ~3-5x the time of compiling them
     together, for the same float operations.)"""
-    inputs = {k: jnp.asarray(fx.input(k)) for k in fx.keys
-              if k.startswith("geom/") and k.removeprefix("geom/") in _GEOMETRY_INPUTS}
+    # Every geom/ key goes in (the recorded outputs unused): _geometry reads the inputs it finds.
+    inputs = {k: jnp.asarray(fx.input(k)) for k in fx.keys if k.startswith("geom/")}
     if "batch/coords_CA" in fx.keys:
         inputs.update({f"batch/{k}": v for k, v in _batch(fx).items()
                        if k in ("coords_N", "coords_CA", "coords_C", "mask")})
     return jax.jit(_geometry)(inputs)
-
-
-# The recorded inputs of the geometry checks (geom/ keys that are not outputs).
-_GEOMETRY_INPUTS = frozenset({"axis_angle", "igso3_sigma", "igso3_omega_normal", "igso3_axis_normal",
-                              "r3_alpha_bar_t", "apply_points", "fape_pred_rots", "fape_pred_trans",
-                              "fape_pred_ca"})
 
 
 def _geometry(inputs: dict) -> dict:
