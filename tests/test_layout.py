@@ -29,15 +29,17 @@ ALLOWED = {
     "evaluation": _BASE | {"training", "inference"},
     "reference": _BASE | {"training", "inference"},
     "cli": _BASE | {"training", "inference", "evaluation", "reference"},
-    # entry points: python -m nanoaf2_jax.evaluate / .compare / .parity / .prepare
+    # entry points: python -m nanoaf2_jax.evaluate / .compare / .parity / .prepare / .fit_identity_prior
     "evaluate": {"cli"},
     "prepare": {"cli"},
     "compare": {"cli"},
     "parity": {"reference"},
+    "fit_identity_prior": {"cli"},
 }
 PURE = ("geometry", "diffusion")
 PURE_IMPORTS = {"__future__", "math", "typing", "functools", "dataclasses", "collections", "jax", "numpy"}
-TOP_LEVEL_FILES = {"__init__.py", "evaluate.py", "compare.py", "parity.py", "prepare.py"}
+TOP_LEVEL_FILES = {"__init__.py", "evaluate.py", "compare.py", "parity.py", "prepare.py",
+                   "fit_identity_prior.py"}
 
 
 def module_name(path: Path, root: Path) -> tuple[str, bool]:

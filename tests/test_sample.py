@@ -180,6 +180,42 @@ def test_summary_reports_identity_to_the_nearest_training_sequence(tmp_path, ckp
     assert len(notes) == 1 and "seq2" in notes[0]
 
 
+def test_identity_prior_caps_the_plddt_of_unfamiliar_queries_only(tmp_path, ckpt, capsys):
+    """The run's identity_prior.json (inference/identity_prior.py) lowers the pLDDT of a query
+    unlike the training set to what the prior says, in summary.json and in the files' B-factors,
+    by one factor per sample; a familiar query, the structures, and `--identity-prior off`
+    keep the head's values."""
+    from nanoaf2_jax.inference.identity_prior import IdentityPrior, PRIOR_FILE, save_prior
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "final_model.npz").write_bytes(ckpt.read_bytes())
+    write_sequences(run_dir, [("near", SEQ)])
+    save_prior(IdentityPrior((0.0, 0.5, 1.0), (0.01, 0.01, 1.0)), run_dir / PRIOR_FILE)
+    runs, logs = {}, {}
+    for name, extra in (("prior", ()), ("off", ("--identity-prior", "off"))):
+        rc, _, err = run_cli(capsys, *base_args(run_dir / "final_model.npz", tmp_path / name,
+                                                "--sequence", SEQ, "--sequence", "WPCHWPCHWPCH",
+                                                "--num-samples", 2, *extra))
+        assert rc == 0, err
+        runs[name], logs[name] = json.loads((tmp_path / name / "summary.json").read_text())["records"], err
+    (near, far), (near_off, far_off) = runs["prior"], runs["off"]
+    assert far["nearest_training_identity"] < 0.5 and far_off["mean_plddt"] > 1.0
+    assert far["mean_plddt"] == pytest.approx(1.0, abs=1e-6)  # 100 x the prior's 0.01
+    assert far["mean_plddt_head"] == pytest.approx(far_off["mean_plddt"], abs=1e-6)
+    ratio = np.asarray(far["plddt"]) / np.asarray(far_off["plddt"])
+    np.testing.assert_allclose(ratio, ratio[:, :1] * np.ones_like(ratio), rtol=1e-6)
+    assert near["mean_plddt"] == pytest.approx(near_off["mean_plddt"], abs=1e-6)  # 100% identity
+    assert "identity_prior_lddt" in near and "mean_plddt_head" not in near_off
+    assert "seq2: pLDDT" in logs["prior"] and "capped at 1.0" in logs["prior"]
+    assert "seq1: pLDDT" not in logs["prior"] and "capped" not in logs["off"]
+    for k in range(2):
+        capped = read_backbone(tmp_path / "prior" / f"seq2_sample{k}.pdb")
+        head = read_backbone(tmp_path / "off" / f"seq2_sample{k}.pdb")
+        np.testing.assert_allclose(capped["bfactor"], np.asarray(far["plddt"][k]), atol=0.01)
+        np.testing.assert_array_equal(capped["coords_CA"], head["coords_CA"])
+
+
 def test_same_seed_same_structures(tmp_path, ckpt, capsys):
     def coords(out):
         return {p.name: read_backbone(p)["coords_CA"] for p in sorted(out.glob("*.pdb"))}

@@ -72,3 +72,16 @@ def test_training_sequences_file_round_trip_and_lookup_from_any_checkpoint_path(
         assert sequences_file_of(where) == path, where
     assert training_set_of(step).nearest("GSHMLEDPVAAL") == (1.0, "2XYZ_B")
     assert sequences_file_of(tmp_path) is None
+
+
+def test_identity_over_the_longer_sequence_counts_only_a_whole_training_chain():
+    rng = np.random.default_rng(3)
+    trained = random_sequence(rng, 80)
+    other = random_sequence(rng, 60)
+    found = SequenceSet(["t", "o"], [trained, other])
+    assert found.nearest(trained[:40]) == (1.0, "t")  # over the query: the fragment is "100%"
+    assert found.nearest(trained[:40], over="longer") == (0.5, "t")
+    assert found.nearest(trained + other[:20], over="longer") == (0.8, "t")  # a longer query
+    assert found.nearest(trained, over="longer") == (1.0, "t")
+    with pytest.raises(ValueError, match="over"):
+        found.nearest(trained, over="target")

@@ -9,6 +9,7 @@ import math
 import os
 import sys
 
+from ..inference.identity_prior import add_identity_prior_argument
 from ..inference.sampling import NUM_SAMPLE_STEPS
 from ..model.precision import add_matmul_precision_argument
 from .compilation_cache import add_compilation_cache_argument
@@ -79,6 +80,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="write into an --out that already holds predictions, replacing "
                              "files of the same name (without it such an --out is refused)")
+    add_identity_prior_argument(parser)
 
 
 @contextlib.contextmanager

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import asdict
 
 import numpy as np
 
 from ..data.sequence_identity import LOW_IDENTITY, LOW_IDENTITY_NOTE
 from ..data.structures import Protein, parse_structure_spec
 from ..evaluation.scoring import best_and_mean, best_sample, sample_backbone, score_prediction, write_plot
+from ..inference.identity_prior import identity_prior_of, prior_identity, with_prior
 from ..inference.output import (
     describe_checkpoint,
     format_value,
@@ -118,20 +120,27 @@ def run(args) -> dict:
     header_args = {"checkpoint": describe_checkpoint(args.checkpoint, info), "seed": args.seed,
                    "steps": args.steps}
     training_set = training_set_of(args.checkpoint)  # None: the run wrote no sequences
+    prior = identity_prior_of(args, training_set)
     summary = {
         "checkpoint": str(args.checkpoint), "checkpoint_info": info, "config": config.to_dict(),
         "seed": args.seed, "steps": args.steps, "num_samples": args.num_samples,
         "format": args.format, "native": args.native, "records": [],
+        "identity_prior": None if prior is None else asdict(prior),
     }
     with staged_output(args.out, getattr(args, "overwrite", False)) as stage:
         for i, rec in enumerate(records):
             log(f"[{i + 1}/{len(records)}] {rec.name}: {rec.length} residues, "
                 f"{args.num_samples} sample(s) x {args.steps} steps ...")
+            nearest = None if training_set is None else training_set.nearest(rec.sequence)
+            full_identity = None if prior is None else prior_identity(training_set, rec.sequence)
+            expected = None if prior is None else prior.expected(full_identity)
             start = time.perf_counter()
-            files, plddt, scores, best = [], [], [], None
+            files, plddt, head_plddt, scores, best = [], [], [], [], None
             for first, result in predict_chunks(params, config, rec.codes, record_seed(args.seed, i),
                                                 args.num_samples, args.steps, per_call,
                                                 residue_index):
+                result = with_prior(result, expected)
+                head_plddt.append(result.get("plddt_head", result["plddt"]))
                 n = result["coords_CA"].shape[0]
                 files += write_samples(stage, rec, result, args.format, header_args,
                                        indices=range(n), first=first, total=args.num_samples)
@@ -153,12 +162,20 @@ def run(args) -> dict:
             entry = {"name": rec.name, "length": rec.length, "sequence": rec.sequence,
                      "mean_plddt": mean_plddt, "plddt": 100.0 * plddt,
                      "seconds": seconds, "samples": samples}
-            if training_set is not None:
-                identity, nearest = training_set.nearest(rec.sequence)
-                entry.update(nearest_training_identity=identity, nearest_training_sequence=nearest)
+            if nearest is not None:
+                identity, name = nearest
+                entry.update(nearest_training_identity=identity, nearest_training_sequence=name)
                 if identity < LOW_IDENTITY:
                     log(f"[{i + 1}/{len(records)}] {rec.name}: nearest training sequence {identity:.0%} "
-                        f"identical ({nearest}): {LOW_IDENTITY_NOTE}")
+                        f"identical ({name}): {LOW_IDENTITY_NOTE}")
+            if expected is not None:
+                entry.update(identity_prior_lddt=expected, full_length_identity=full_identity,
+                             mean_plddt_head=100.0 * float(np.mean(np.concatenate(head_plddt))))
+                if entry["mean_plddt_head"] > mean_plddt + 0.05:
+                    log(f"[{i + 1}/{len(records)}] {rec.name}: pLDDT {entry['mean_plddt_head']:.1f} "
+                        f"capped at {mean_plddt:.1f}: this model's samples reach lDDT-Cα "
+                        f"{expected:.2f} at {full_identity:.0%} identity over the longer sequence "
+                        f"(identity prior)")
             if native is not None:
                 for s, sc in zip(samples, scores):
                     s.update(sc)

@@ -115,20 +115,27 @@ class SequenceSet:
         pooled = pooled[:, 2 * _BAND + 1:] - pooled[:, :-2 * _BAND - 1]
         return pooled.max(axis=1)
 
-    def nearest(self, sequence: str) -> tuple[float, str | None]:
-        """(identity to the nearest sequence, its name); (0.0, None) for an empty set."""
+    def nearest(self, sequence: str, over: str = "query") -> tuple[float, str | None]:
+        """(identity to the nearest sequence, its name); (0.0, None) for an empty set.
+        over='query': identical residues / query length (the reported identity); over='longer':
+        / the longer of query and target, so that only the whole training sequence scores 1
+        (a fragment of a training chain, or a training chain inside a longer query, does not:
+        what a model that memorised its training chains whole reproduces)."""
+        if over not in ("query", "longer"):
+            raise ValueError(f"over must be 'query' or 'longer', got {over!r}")
         query = encode(sequence)
         if not len(self) or not len(query):
             return 0.0, None
         score = self.prefilter(query)
         top = np.argsort(-score, kind="stable")[:self.candidates]
-        width = max(len(self.codes[t]) for t in top)
-        targets = np.full((len(top), width), _PAD, np.int8)
+        lengths = np.array([len(self.codes[t]) for t in top])
+        targets = np.full((len(top), lengths.max()), _PAD, np.int8)
         for row, t in enumerate(top):
-            targets[row, :len(self.codes[t])] = self.codes[t]
-        identities = aligned_identities(query, targets)
+            targets[row, :lengths[row]] = self.codes[t]
+        identities = aligned_identities(query, targets) / (
+            len(query) if over == "query" else np.maximum(lengths, len(query)))
         k = int(np.argmax(identities))
-        return float(identities[k]) / len(query), self.names[int(top[k])]
+        return float(identities[k]), self.names[int(top[k])]
 
 
 def identity(query: str, target: str) -> float:

@@ -22,12 +22,14 @@ The command line is cli/evaluate.py; `run(args)` takes its parsed arguments.
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 
 from ..data.structures import load_dataset
+from ..inference.identity_prior import identity_prior_of, prior_identity, with_prior
 from ..inference.output import (describe_checkpoint, format_value, log, staged_output, write_json,
                                 write_samples)
 from ..data.sequence_identity import LOW_IDENTITY, LOW_IDENTITY_NOTE
@@ -55,6 +57,7 @@ COLUMNS = [
     ("frame rotation error mean (°)", "rotation_error_deg_mean", 1),
     ("C-N within 0.1 Å mean", "c_n_within_0.1_mean", 2),
     ("mean pLDDT", "mean_plddt", 1),
+    ("pLDDT head (before identity prior)", "mean_plddt_head", 1),
     ("pLDDT − 100·lDDT", "plddt_error", 1),
     ("Q3 best", "q3_best", 2),
     ("Q3 mean", "q3_mean", 2),
@@ -66,12 +69,14 @@ COLUMNS = [
 
 def evaluate_record(params, config, record: Record, native_ca, seed, num_samples: int,
                     num_steps: int, native_backbone=None, native_residue_index=None,
-                    pad_to: int | None = None, residue_index=None) -> tuple[dict, dict]:
+                    pad_to: int | None = None, residue_index=None,
+                    expected_lddt: float | None = None) -> tuple[dict, dict]:
     """(sampling result, entry with per-sample and best/mean scores) for one protein;
-    with native_backbone (N, CA, C) the whole-backbone scores too; sampled padded to pad_to."""
+    with native_backbone (N, CA, C) the whole-backbone scores too; sampled padded to pad_to;
+    pLDDT capped at expected_lddt (an identity prior, inference/identity_prior.py) if given."""
     start = time.perf_counter()
-    result = predict_codes(params, config, record.codes, seed, num_samples, num_steps,
-                           residue_index=residue_index, pad_to=pad_to)
+    result = with_prior(predict_codes(params, config, record.codes, seed, num_samples, num_steps,
+                                      residue_index=residue_index, pad_to=pad_to), expected_lddt)
     seconds = time.perf_counter() - start
     scores = [score_prediction(ca, native_ca, sample_backbone(result, k), native_backbone,
                                native_residue_index)
@@ -90,6 +95,9 @@ def evaluate_record(params, config, record: Record, native_ca, seed, num_samples
         **best_and_mean(scores),
         **calibration,
     }
+    if expected_lddt is not None:
+        entry.update(identity_prior_lddt=expected_lddt,
+                     mean_plddt_head=100.0 * float(np.mean(result["plddt_head"])))
     return result, entry
 
 
@@ -184,6 +192,7 @@ def run(args) -> list[dict]:
     checkpoint = describe_checkpoint(args.checkpoint, info)
     header_args = {"checkpoint": checkpoint, "seed": args.seed, "steps": args.steps}
     training_set = training_set_of(args.checkpoint)
+    prior = identity_prior_of(args, training_set)
     compilations = _sampler_compilations()
     start = time.perf_counter()
     entries = []
@@ -193,15 +202,19 @@ def run(args) -> list[dict]:
             log(f"[{i + 1}/{len(records)}] {rec.name}: {rec.length} residues"
                 f"{f' (bucket {pad_to})' if pad_to else ''}, "
                 f"{args.num_samples} sample(s) x {args.steps} steps ...")
+            nearest = None if training_set is None else training_set.nearest(rec.sequence)
+            full_identity = None if prior is None else prior_identity(training_set, rec.sequence)
             result, entry = evaluate_record(
                 params, config, rec, protein.coords_CA, record_seed(args.seed, i), args.num_samples,
                 args.steps, native_backbone=(protein.coords_N, protein.coords_CA, protein.coords_C),
                 native_residue_index=protein.residue_index, pad_to=pad_to,
-                residue_index=trunk_numbering(protein, file_numbering))
+                residue_index=trunk_numbering(protein, file_numbering),
+                expected_lddt=None if prior is None else prior.expected(full_identity))
             entry["helix"] = helix_scores(protein.coords_CA, protein.residue_index)
-            if training_set is not None:
-                identity, nearest = training_set.nearest(rec.sequence)
-                entry["nearest_training_identity"], entry["nearest_training_sequence"] = identity, nearest
+            if nearest is not None:
+                entry["nearest_training_identity"], entry["nearest_training_sequence"] = nearest
+            if full_identity is not None:
+                entry["full_length_identity"] = full_identity
             k = entry["best_sample"]
             entry["file"] = write_samples(stage, rec, result, args.format, header_args,
                                           indices=[k])[0]
@@ -228,7 +241,8 @@ def run(args) -> list[dict]:
         write_json(stage / "evaluation.json", {
             "checkpoint": str(args.checkpoint), "checkpoint_info": info, "data_dir": str(args.data_dir),
             "config": config.to_dict(), "num_samples": args.num_samples, "steps": args.steps,
-            "seed": args.seed, "proteins": entries,
+            "seed": args.seed, "identity_prior": None if prior is None else asdict(prior),
+            "proteins": entries,
             "mean": mean_row(entries) if entries else None,
             "by_length": bin_summary(entries) if entries else [],
             "sampler_compilations": compilations,

@@ -45,23 +45,24 @@ def read_sequences(path) -> tuple[list[str], list[str]]:
     return names, seqs
 
 
-def sequences_file_of(checkpoint) -> Path | None:
-    """The training_sequences.fasta of the run a checkpoint path belongs to (a run directory,
-    its checkpoints/ directory, one step directory, or a state_dict file exported into the run
-    directory), or None when that run has none (runs from before this file, or a bare .pt)."""
+def run_file_of(checkpoint, filename: str) -> Path | None:
+    """<run directory>/filename for a checkpoint path (a run directory, its checkpoints/
+    directory, one step directory, or a state_dict file exported into the run directory), or
+    None when that run has no such file."""
     path = Path(checkpoint)
-    if path.is_file():
-        candidates = [path.parent]
-    elif path.name == CHECKPOINT_SUBDIR:
-        candidates = [path.parent]
+    if path.is_file() or path.name == CHECKPOINT_SUBDIR:
+        directory = path.parent
     elif path.name.isdigit() and path.parent.name == CHECKPOINT_SUBDIR:
-        candidates = [path.parent.parent]
+        directory = path.parent.parent
     else:
-        candidates = [path]
-    for directory in candidates:
-        if (directory / SEQUENCES_FILE).is_file():
-            return directory / SEQUENCES_FILE
-    return None
+        directory = path
+    return directory / filename if (directory / filename).is_file() else None
+
+
+def sequences_file_of(checkpoint) -> Path | None:
+    """The training_sequences.fasta of the run a checkpoint path belongs to, or None when that
+    run has none (runs from before this file, or a bare .pt)."""
+    return run_file_of(checkpoint, SEQUENCES_FILE)
 
 
 def training_set_of(checkpoint) -> SequenceSet | None:
