@@ -95,6 +95,40 @@ def test_pt_files_load_strictly_in_torch(tmp_path):
     np.testing.assert_array_equal(again["input_embedding.relpos.weight"], sd["input_embedding.relpos.weight"])
 
 
+def test_torch_free_pt_writer_gives_what_torch_save_gives(tmp_path):
+    """model/torch_zip.py writes the .pt without torch: torch.load reads it (weights only or
+    not, memory-mapped too: storages 64-byte aligned) with the dtypes, shapes (0-d included) and
+    values torch.save's own file gives."""
+    import subprocess
+    import sys
+
+    torch = pytest.importorskip("torch")
+    from nanoaf2_jax.model.torch_zip import write_torch_state_dict
+
+    rng = np.random.default_rng(0)
+    sd = {"w": rng.standard_normal((3, 5)).astype(np.float32), "t": rng.standard_normal((4, 3)).T,
+          "scalar": np.array(2.5, np.float32), "i": np.arange(7), "mask": rng.random(9) > 0.5,
+          "h": rng.standard_normal(4).astype(np.float16), "big": rng.standard_normal(70000).astype(np.float32)}
+    with open(tmp_path / "ours.pt", "wb") as f:
+        write_torch_state_dict(sd, f)
+    torch.save({"model_state_dict": {k: torch.from_numpy(np.array(v)) for k, v in sd.items()}},
+               tmp_path / "torch.pt")
+    want = torch.load(tmp_path / "torch.pt", weights_only=True)["model_state_dict"]
+    for kwargs in ({"weights_only": True}, {"weights_only": False}, {"weights_only": True, "mmap": True}):
+        got = torch.load(tmp_path / "ours.pt", **kwargs)["model_state_dict"]
+        assert list(got) == list(sd)
+        for k in sd:
+            assert got[k].dtype == want[k].dtype and got[k].shape == want[k].shape, k
+            assert torch.equal(got[k], want[k]), k
+    with pytest.raises(ValueError, match="complex64"):
+        write_torch_state_dict({"c": np.zeros(2, np.complex64)}, tmp_path / "bad.pt")
+    # And torch is never imported for it (importing torch is what it saves).
+    code = ("import sys, numpy as np; from nanoaf2_jax.model.torch_zip import write_torch_state_dict; "
+            f"write_torch_state_dict({{'a': np.ones(3, np.float32)}}, open({str(tmp_path / 'p.pt')!r}, 'wb')); "
+            "assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_unknown_files_are_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.npz"):
         load_state_dict(tmp_path / "nothing.npz")

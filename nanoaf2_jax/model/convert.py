@@ -15,6 +15,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from .model_config import ModelConfig
 from .alphafold2 import init_params
+from .torch_zip import write_torch_state_dict
 
 _WEIGHT_LEAVES = ("kernel", "scale", "embedding")
 
@@ -86,19 +87,20 @@ def _reference_names(config: ModelConfig) -> set[str]:
     return {path_to_torch_name(p) for p in flatten_dict(template_params(reference))}
 
 
-def tensors_beyond_reference(config: ModelConfig) -> list[str]:
-    """state_dict names of this config's model that the reference's AlphaFold2(...) of the same
-    size has no tensor for (a strict torch load_state_dict of our export would refuse them)."""
-    ours = {path_to_torch_name(p) for p in flatten_dict(template_params(config))}
+def tensors_beyond_reference(config: ModelConfig, names=None) -> list[str]:
+    """state_dict names of this config's model (or the given names of its state_dict, which
+    saves tracing its template) that the reference's AlphaFold2(...) of the same size has no
+    tensor for (a strict torch load_state_dict of our export would refuse them)."""
+    ours = set(names) if names is not None else {path_to_torch_name(p) for p in flatten_dict(template_params(config))}
     return sorted(ours - _reference_names(config))
 
 
-def layers_beyond_reference(config: ModelConfig) -> list[str]:
+def layers_beyond_reference(config: ModelConfig, names=None) -> list[str]:
     """The layers those tensors belong to: a top-level module the reference lacks as a whole
     ('confidence_head'), else the submodule inside one it has ('diffusion_module.rotation_mlp')."""
     reference_tops = {name.split(".")[0] for name in _reference_names(config)}
     return sorted({".".join(name.split(".")[:2 if name.split(".")[0] in reference_tops else 1])
-                   for name in tensors_beyond_reference(config)})
+                   for name in tensors_beyond_reference(config, names)})
 
 
 def params_to_state_dict(params) -> dict:
@@ -154,17 +156,15 @@ def load_state_dict(path) -> dict:
 
 
 def save_state_dict(state_dict: dict, path) -> str:
-    """Write a reference-loadable state_dict: `.pt` via torch (wrapped as the reference's
-    train.py saves it) or `.npz`. Written to a temporary name, then renamed."""
+    """Write a reference-loadable state_dict: `.pt` as torch.save writes it (wrapped as the
+    reference's train.py saves it; torch is not needed) or `.npz`. Written to a temporary name, then renamed."""
     path = os.fspath(path)
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
             if path.endswith(".pt"):
-                import torch
-
-                torch.save({"model_state_dict": {k: torch.from_numpy(np.array(v))
-                                                 for k, v in state_dict.items()}}, f)
+                # torch.save's format, written without importing torch (model/torch_zip.py).
+                write_torch_state_dict(state_dict, f)
             else:
                 np.savez(f, **state_dict)
             f.flush()

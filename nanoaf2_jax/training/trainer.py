@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import logging
 import sys
 import time
@@ -242,17 +243,18 @@ class _Run:
         target = self.out / f"final_model{suffix}"
         for stale in self.out.glob("final_model.*.tmp-*"):  # of a run killed while exporting
             stale.unlink(missing_ok=True)
+        state_dict = params_to_state_dict(params)
         try:
-            path = save_state_dict(params_to_state_dict(params), target)
+            path = save_state_dict(state_dict, target)
         except OSError as err:  # the final checkpoint is on disk: --resume exports again
             raise write_failure("the final model", target, err, self.state.ckpt.latest_step()) from None
         self.log.info("exported the final weights (reference state_dict layout) to %s", path)
-        extra = tensors_beyond_reference(self.config.model)
+        extra = tensors_beyond_reference(self.config.model, state_dict)
         if extra:
             self.log.info("note: %d of its tensors (%s) belong to layers the reference's model does "
                           "not have; the reference loads it with strict=False, without them (and with its "
                           "own layers that they replace left at their initial values)",
-                          len(extra), ", ".join(f"{m}.*" for m in layers_beyond_reference(self.config.model)))
+                          len(extra), ", ".join(f"{m}.*" for m in layers_beyond_reference(self.config.model, state_dict)))
         return Path(path)
 
 
@@ -277,8 +279,6 @@ def _logging_through_tqdm():
 
 
 def _torch_available() -> bool:
-    try:
-        import torch  # noqa: F401
-    except Exception:  # a broken install raises OSError, not ImportError
-        return False
-    return True
+    """Whether torch is installed (the export writes .pt, else .npz). Not imported: that takes
+    seconds, and the .pt writer does not need it."""
+    return importlib.util.find_spec("torch") is not None
