@@ -50,7 +50,7 @@ def plant(fault: str):
 
         manifest.write = write
     elif kind == "kill-in-export":
-        def half_write(obj_or_file, f=None, **arrays):  # torch.save(obj, f) or np.savez(f, ...)
+        def half_write(obj_or_file, f=None, **arrays):  # write_torch_state_dict(sd, f), np.savez(f, ...)
             f = f if f is not None else obj_or_file
             f.write(b"PK\x03\x04" + b"\0" * 4096)  # the start of a zip, as both would write
             f.flush()
@@ -58,13 +58,10 @@ def plant(fault: str):
 
         import numpy as np
 
-        np.savez = half_write
-        try:
-            import torch
+        from nanoaf2_jax.model import convert
 
-            torch.save = half_write
-        except Exception:  # noqa: BLE001 - no torch: the export writes .npz
-            pass
+        np.savez = half_write
+        convert.write_torch_state_dict = half_write  # the .pt writer, as convert calls it
     elif kind == "enospc-in-save":
         from orbax.checkpoint._src.path import atomicity
 
