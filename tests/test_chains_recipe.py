@@ -66,6 +66,11 @@ def test_distogram_loss_scores_the_native_bins_and_ignores_padding():
         pytest.approx(math.log(NUM_DISTOGRAM_BINS), rel=1e-5)
 
 
+# One compiled program per config instead of op-by-op dispatch of every primitive (eagerly, the
+# two losses below cost ~20 s of compiling hundreds of single-op programs).
+_jitted_loss = jax.jit(loss_fn, static_argnums=(3, 4))
+
+
 def test_distogram_head_exists_only_when_weighted_and_is_symmetric():
     assert "distogram_head" not in init_params(TINY, jax.random.PRNGKey(0))
     config = dataclasses.replace(TINY, distogram_weight=0.3)
@@ -77,9 +82,9 @@ def test_distogram_head_exists_only_when_weighted_and_is_symmetric():
     assert logits.shape == (1, 9, 9, NUM_DISTOGRAM_BINS)
     np.testing.assert_allclose(logits, jnp.swapaxes(logits, 1, 2), atol=1e-6)
     noise = draw_train_noise_for(config, jax.random.PRNGKey(1), 1, 9)
-    total, metrics = loss_fn(params, batch, noise, config, True)
+    total, metrics = _jitted_loss(params, batch, noise, config, True)
     base = dataclasses.replace(config, distogram_weight=0.0)
-    rest, _ = loss_fn({k: v for k, v in params.items() if k != "distogram_head"}, batch, noise, base, True)
+    rest, _ = _jitted_loss({k: v for k, v in params.items() if k != "distogram_head"}, batch, noise, base, True)
     np.testing.assert_allclose(float(total), float(rest) + 0.3 * float(metrics["distogram_loss"]), rtol=1e-5)
 
 

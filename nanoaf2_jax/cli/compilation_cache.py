@@ -29,6 +29,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from .. import exported_programs
 from ..diffusion import se3
 
 ENV_VAR = "NANOAF2_JAX_COMPILATION_CACHE"
@@ -66,6 +67,7 @@ def enable_compilation_cache(option: str | None = None) -> Path | None:
             print(f"warning: compilation cache {path} not usable ({err}); compiling without it",
                   file=sys.stderr)
             path = None
+    exported_programs.set_directory(path)  # traced programs live beside the compiled ones
     if path is None:
         jax.config.update("jax_enable_compilation_cache", False)
         se3.set_igso3_table_source(None)  # off: nothing written anywhere, the table computed

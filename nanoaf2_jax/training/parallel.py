@@ -24,13 +24,13 @@ batch (the data order is seeded) and transfers only the rows of its own devices
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from ..exported_programs import cached_jit
 from .train_config import ConfigError
 from .train_step import draw_train_noise_for, frozen_loss_fn, loss_totals, train_step
 from .trainable import keep_frozen
@@ -116,12 +116,16 @@ def accumulated_train_step(params, opt_state, batch, noise, *, config, optimizer
 
 def make_parallel_train_step(config, optimizer, parallel: DataParallel, attention_mask=False,
                              grad_accum: int = 1, compute_dtype=None, donate: bool = True,
-                             total_steps: int | None = None, trainable: str = "all"):
+                             total_steps: int | None = None, trainable: str = "all",
+                             cache_key: str | None = None):
     """jit'd (params, opt_state, batch, train_key, step) -> (params, opt_state, metrics) with
     the mesh's shardings. The step's noise is drawn from fold_in(train_key, step) for the whole
     global batch, as make_keyed_train_step draws it. total_steps: the run's length, so that the
     loss knows the share of the run done (train_step.loss_fn's progress); None: unscheduled.
-    trainable: trainable.py's choice; `optimizer` must be restricted to it (trainable.restrict)."""
+    trainable: trainable.py's choice; `optimizer` must be restricted to it (trainable.restrict).
+    cache_key: everything the step's program depends on besides the code and the arguments'
+    shapes (the configs and settings, as text); given, the traced step is kept on disk
+    (exported_programs.py) so that a later process skips tracing it."""
 
     def step(params, opt_state, batch, train_key, step_index):
         key = jax.random.fold_in(train_key, step_index)
@@ -141,5 +145,8 @@ def make_parallel_train_step(config, optimizer, parallel: DataParallel, attentio
                                       progress=progress)
 
     rep, data = parallel.replicated, parallel.batch_sharding
-    return jax.jit(step, in_shardings=(rep, rep, data, rep, rep), out_shardings=rep,
-                   donate_argnums=(0, 1) if donate else ())
+    shardings = dict(in_shardings=(rep, rep, data, rep, rep), out_shardings=rep)
+    donate_argnums = (0, 1) if donate else ()
+    if cache_key is None:
+        return jax.jit(step, donate_argnums=donate_argnums, **shardings)
+    return cached_jit(step, "train-step", cache_key, donate_argnums, **shardings)

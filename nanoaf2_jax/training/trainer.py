@@ -103,7 +103,9 @@ class _Run:
         self.step_fn = make_parallel_train_step(
             config.model, self.optimizer, self.parallel, attention_mask=config.attention_mask,
             grad_accum=config.grad_accum, compute_dtype=compute_dtype_of(config.precision),
-            donate=True, total_steps=self.total_steps, trainable=config.trainable)
+            donate=True, total_steps=self.total_steps, trainable=config.trainable,
+            cache_key=repr((config.model, optim, config.attention_mask, config.grad_accum,
+                            config.precision, self.total_steps, config.trainable)))
         self.state = RunState(config, self.optimizer, self.fingerprint, self.spe, self.total_steps,
                               self.out, log, parallel=self.parallel)
         # Only the first process writes logs, metrics and the exported model; every process
@@ -179,8 +181,11 @@ class _Run:
         for _, length in self.plan.shapes:
             example = self.parallel.put_batch(self.plan.empty_batch(length))
             self.step_fn.lower(params, opt_state, example, train_key, np.int32(0)).compile()
-        self.log.info("compiled the train step for %d batch shape(s) in %.1f s",
-                      len(self.plan.shapes), time.perf_counter() - start)
+        read = getattr(self.step_fn, "read", None)  # exported_programs.CachedJit's counters
+        kept = "" if read is None else (
+            f" ({read} read back traced, {self.step_fn.exported} traced and kept)")
+        self.log.info("compiled the train step for %d batch shape(s) in %.1f s%s",
+                      len(self.plan.shapes), time.perf_counter() - start, kept)
 
     def _loop(self, params, opt_state, train_key, rng, step, metrics_log, bar):
         cfg = self.config

@@ -1,0 +1,127 @@
+"""Traced programs kept on disk (nanoaf2_jax/exported_programs.py): a program read back computes
+what `jax.jit` computes, bit for bit; any change of settings, shapes or a damaged file gives a
+fresh trace; with the cache off nothing is kept; and a second `train.py` process reads the train
+step back instead of tracing it, with the losses of a run that never kept anything."""
+
+import json
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from helpers import run_train, two_helices
+from nanoaf2_jax import exported_programs
+from nanoaf2_jax.exported_programs import PREFIX, CachedJit, cached_jit
+
+
+class _State(NamedTuple):  # a custom pytree node, as the optimiser's state is
+    count: jax.Array
+    moment: dict
+
+
+def _update(params, state, batch, scale):
+    g = jax.grad(lambda p: jnp.sum(jnp.tanh(batch @ p["w"] + p["b"]) ** 2))(params)
+    moment = jax.tree_util.tree_map(lambda m, x: 0.9 * m + x, state.moment, g)
+    new = jax.tree_util.tree_map(lambda p, m: p - scale * m, params, moment)
+    return new, _State(state.count + 1, moment), {"norm": jnp.sqrt(sum(jnp.sum(x * x) for x in jax.tree_util.tree_leaves(g)))}
+
+
+def _args(rows=5, seed=0):
+    rng = np.random.default_rng(seed)
+    params = {"w": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32), "b": jnp.zeros(4, jnp.float32)}
+    state = _State(jnp.int32(0), jax.tree_util.tree_map(jnp.zeros_like, params))
+    return params, state, jnp.asarray(rng.normal(size=(rows, 3)), jnp.float32), np.float32(0.1)
+
+
+@pytest.fixture
+def keep_in(tmp_path):
+    before = exported_programs.directory()
+    exported_programs.set_directory(tmp_path)
+    yield tmp_path
+    exported_programs.set_directory(before)
+
+
+def _kept(directory):
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith(PREFIX))
+
+
+def _assert_identical(got, want):
+    jax.tree_util.tree_map(lambda g, w: np.testing.assert_array_equal(np.asarray(g), np.asarray(w)),
+                           got, want)
+    assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)
+
+
+def test_read_back_program_computes_what_jit_computes_and_changes_give_new_entries(keep_in):
+    want = jax.jit(_update)(*_args())
+    first = cached_jit(_update, "probe", "key-a", donate_argnums=(0, 1))
+    assert isinstance(first, CachedJit)
+    _assert_identical(first(*_args()), want)
+    assert (first.exported, first.read) == (1, 0) and len(_kept(keep_in)) == 1
+
+    # A new process's view: a fresh object with the same name and settings reads the file.
+    second = cached_jit(_update, "probe", "key-a", donate_argnums=(0, 1))
+    _assert_identical(second(*_args()), want)
+    assert (second.exported, second.read) == (0, 1) and len(_kept(keep_in)) == 1
+    second(*_args(seed=3))  # same signature, other values: the same program, nothing new
+    assert second._cache_size() == 1 and len(_kept(keep_in)) == 1
+
+    # Another setting, another shape: each a new entry, never the old program.
+    other = cached_jit(_update, "probe", "key-b")
+    _assert_identical(other(*_args()), want)
+    assert other.exported == 1 and len(_kept(keep_in)) == 2
+    _assert_identical(second(*_args(rows=7)), jax.jit(_update)(*_args(rows=7)))
+    assert second.exported == 1 and second._cache_size() == 2 and len(_kept(keep_in)) == 3
+
+    # A damaged file (a writer killed mid-way) is traced again and rewritten.
+    for name in _kept(keep_in):
+        path = keep_in / name
+        path.write_bytes(path.read_bytes()[:100])
+    again = cached_jit(_update, "probe", "key-a")
+    _assert_identical(again(*_args()), want)
+    assert (again.exported, again.read) == (1, 0)
+    last = cached_jit(_update, "probe", "key-a")  # and the rewritten file reads back
+    _assert_identical(last(*_args()), want)
+    assert (last.exported, last.read) == (0, 1)
+    assert len(_kept(keep_in)) == 3 and not [p for p in keep_in.iterdir() if ".tmp-" in p.name]
+
+
+def test_lower_compiles_the_program_a_call_runs(keep_in):
+    fn = cached_jit(_update, "probe", "key-a")
+    compiled = fn.lower(*_args()).compile()
+    _assert_identical(jax.tree_util.tree_unflatten(
+        jax.tree_util.tree_structure(jax.eval_shape(_update, *_args())),
+        compiled(*jax.tree_util.tree_leaves(_args()))), jax.jit(_update)(*_args()))
+
+
+def test_cache_off_is_plain_jit_and_keeps_nothing(tmp_path):
+    before = exported_programs.directory()
+    exported_programs.set_directory(None)
+    try:
+        fn = cached_jit(_update, "probe", "key-a")
+        assert not isinstance(fn, CachedJit)
+        _assert_identical(fn(*_args()), jax.jit(_update)(*_args()))
+    finally:
+        exported_programs.set_directory(before)
+
+
+def _losses(out):
+    return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_second_train_py_reads_the_step_back_and_trains_as_the_first(tmp_path):
+    """(That a read-back program computes what jax.jit computes, bit for bit, is the first test;
+    here the trainer's own step, its donation and its trees.)"""
+    data = two_helices(tmp_path / "data")  # 22 and 26 residues: one bucket, one program
+    cache = tmp_path / "cache"
+    args = ["--data-dir", str(data), "--max-steps", "3", "--log-every", "1", "--no-tensorboard"]
+    first = run_train(cache, tmp_path, *args, "--output-dir", str(tmp_path / "first"))
+    assert "(0 read back traced, 1 traced and kept)" in first.stderr
+    kept = _kept(cache)
+    assert len(kept) == 1
+    second = run_train(cache, tmp_path, *args, "--output-dir", str(tmp_path / "second"))
+    assert "(1 read back traced, 0 traced and kept)" in second.stderr
+    assert _kept(cache) == kept
+    assert _losses(tmp_path / "first") == _losses(tmp_path / "second")
+    assert len(_losses(tmp_path / "first")) == 3
