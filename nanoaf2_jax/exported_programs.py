@@ -3,7 +3,8 @@
 The persistent compilation cache (cli/compilation_cache.py) skips XLA's compilation, but JAX must
 still trace and lower a program to compute that cache's key: for the `default` model's train step
 that is seconds per batch shape (57 s for its 4 buckets on the loaded 2-core CPU, most of a warm
-`train.py` start), and ~45% of every warm tiny `train.py` process the tests start. Here the
+`train.py` start), ~45% of every warm tiny `train.py` process the tests start, and 2-4 s of a
+warm `sample.py` (the sampler of each length bucket). Here the
 lowered program itself (StableHLO, `Exported.serialize()`) is written beside the compiled ones,
 keyed by everything its computation depends on; a later process reads it back and calls it, so
 only the thin wrapper around it is lowered, and XLA's compiled program comes from the

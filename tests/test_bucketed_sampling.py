@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from nanoaf2_jax.inference.predict import bucket_length, draw_noise, pad_noise, predict_codes
-from nanoaf2_jax.inference.sampling import sample_jit
+from nanoaf2_jax.inference.sampling import sample_jit, sampler_compilations
 from nanoaf2_jax.model.convert import template_params
 from nanoaf2_jax.model.model_config import MODEL_PRESETS
 
@@ -50,11 +50,11 @@ def test_padded_masked_sampling_equals_exact_length(config):
 
 def test_one_compilation_per_bucket():
     params = random_params(TINY, seed=1)
-    before = sample_jit._cache_size()
+    before = sampler_compilations()
     for length in (17, 23, 30):
         assert bucket_length(length) == 32
         out = predict_codes(params, TINY, np.zeros(length, np.int32), (0, length), 1, 3,
                             pad_to=bucket_length(length))
         assert out["coords_CA"].shape == (1, length, 3)
-    assert sample_jit._cache_size() == before + 1
+    assert sampler_compilations() == before + 1
     assert [bucket_length(n) for n in (1, 32, 33, 150, 256, 257)] == [32, 32, 48, 160, 256, 288]

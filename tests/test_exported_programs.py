@@ -125,3 +125,24 @@ def test_a_second_train_py_reads_the_step_back_and_trains_as_the_first(tmp_path)
     assert _kept(cache) == kept
     assert _losses(tmp_path / "first") == _losses(tmp_path / "second")
     assert len(_losses(tmp_path / "first")) == 3
+
+
+def test_kept_sampler_samples_what_sample_jit_samples(keep_in):
+    from nanoaf2_jax.inference import sampling
+    from nanoaf2_jax.inference.sampling import draw_sample_noise, sample_jit, sampler_for
+    from nanoaf2_jax.model.alphafold2 import init_params
+    from nanoaf2_jax.model.model_config import MODEL_PRESETS
+
+    config = MODEL_PRESETS["tiny"]
+    params = init_params(config, jax.random.PRNGKey(0))
+    codes = jnp.asarray(np.arange(9) % 20, jnp.int32)
+    noise = draw_sample_noise(jax.random.PRNGKey(1), 2, 9, 4, jnp.float32)
+    mask = jnp.arange(9) < 7
+    want = sample_jit(params, codes, noise, config, None, mask)
+    kept = sampler_for(config)
+    assert isinstance(kept, CachedJit) and sampler_for(config) is kept
+    _assert_identical(kept(params, codes, noise, None, mask), want)
+    sampling._KEPT_SAMPLERS.clear()  # a new process's view: read back from the directory
+    again = sampler_for(config)
+    _assert_identical(again(params, codes, noise, None, mask), want)
+    assert (kept.exported, again.exported, again.read) == (1, 0, 1)

@@ -37,7 +37,7 @@ from ..inference.predict import native_residue_index as trunk_numbering
 from ..inference.predict import (bucket_length, check_memory, load_model, native_rules,
                                  predict_codes, record_seed, with_sampling_options)
 from ..inference.records import Record, record_from_protein, unique_names
-from ..inference.sampling import sample_jit
+from ..inference.sampling import sampler_compilations
 from ..training.training_sequences import training_set_of
 from .length_bins import bin_summary, bin_table, helix_scores
 from .scoring import (best_and_mean, best_sample, pearson_r, plddt_calibration, sample_backbone,
@@ -170,10 +170,6 @@ def residue_pearson(entries: list[dict]) -> float:
     return pearson_r(x, y)
 
 
-def _sampler_compilations() -> int | None:
-    """How many programs the jitted sampler holds (jax's private counter; None without it)."""
-    size = getattr(sample_jit, "_cache_size", None)
-    return size() if size else None
 
 
 def run(args) -> list[dict]:
@@ -193,7 +189,7 @@ def run(args) -> list[dict]:
     header_args = {"checkpoint": checkpoint, "seed": args.seed, "steps": args.steps}
     training_set = training_set_of(args.checkpoint)
     prior = identity_prior_of(args, training_set)
-    compilations = _sampler_compilations()
+    compilations = sampler_compilations()
     start = time.perf_counter()
     entries = []
     with staged_output(args.out, getattr(args, "overwrite", False)) as stage:
@@ -233,7 +229,7 @@ def run(args) -> list[dict]:
                 log(f"[{i + 1}/{len(records)}] {rec.name}: nearest training sequence "
                     f"{entry['nearest_training_identity']:.0%} identical ({entry['nearest_training_sequence']}): "
                     f"{LOW_IDENTITY_NOTE}")
-        compilations = None if compilations is None else _sampler_compilations() - compilations
+        compilations = None if compilations is None else sampler_compilations() - compilations
         log(f"sampled and scored {len(entries)} protein(s) in {time.perf_counter() - start:.1f} s"
             + ("" if compilations is None else f" with {compilations} compilation(s) of the sampler")
             + ("" if exact else " (one per length bucket)"))

@@ -30,7 +30,7 @@ from . import memory
 from ..data.batching import padded_length
 from ..model.model_config import ModelConfig
 from .records import InputError
-from .sampling import NUM_SAMPLE_STEPS, SampleNoise, sample_jit
+from .sampling import NUM_SAMPLE_STEPS, SampleNoise, sampler_for
 
 # Sampling length buckets: one compilation per edge. Finer than training's above 96 residues,
 # where the trunk's O(L^3) work makes padding cost more than the extra compilations.
@@ -215,11 +215,12 @@ def predict_chunks(params, config: ModelConfig, codes, seed, num_samples: int,
         codes = np.concatenate([codes, np.zeros(pad_to - length, np.int32)])
     if residue_index is not None:
         residue_index = jnp.asarray(residue_index, jnp.int32)
+    sampler = sampler_for(config)
     for first, kept in plan:
         noise = draw_noise(seed, size, length, num_steps, params_dtype(params), first=first)
         if padded:
             noise = pad_noise(noise, pad_to)
-        result = sample_jit(params, jnp.asarray(codes), noise, config, residue_index, mask)
+        result = sampler(params, jnp.asarray(codes), noise, residue_index, mask)
         yield first, {k: np.asarray(result[k][:kept])[:, :length] for k in _KEYS}
 
 

@@ -11,6 +11,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .. import exported_programs
+from ..exported_programs import cached_jit
 from ..model.model_config import ModelConfig
 from ..diffusion.reverse import reverse_diffusion
 from ..diffusion.se3 import from_diffusion_space
@@ -94,6 +96,34 @@ def sample(params, sequence, noise: SampleNoise, config: ModelConfig, residue_in
 @functools.partial(jax.jit, static_argnames=("config",))
 def sample_jit(params, sequence, noise: SampleNoise, config: ModelConfig, residue_index=None, mask=None):
     return sample(params, sequence, noise, config, residue_index, mask)
+
+
+_KEPT_SAMPLERS: dict = {}
+
+
+def sampler_for(config: ModelConfig):
+    """(params, sequence, noise, residue_index, mask) -> sample_jit's result for this config,
+    through a program kept on disk where the compilation cache is on (exported_programs.py): a
+    warm `sample.py` or evaluation then skips tracing the sampler too."""
+    directory = exported_programs.directory()
+    if directory is None:
+        return functools.partial(_sample_positional, config=config)
+    key = (config, directory)
+    if key not in _KEPT_SAMPLERS:
+        _KEPT_SAMPLERS[key] = cached_jit(functools.partial(_sample_positional, config=config, jit=False),
+                                         "sampler", repr(config))
+    return _KEPT_SAMPLERS[key]
+
+
+def _sample_positional(params, sequence, noise, residue_index=None, mask=None, *, config, jit=True):
+    return (sample_jit if jit else sample)(params, sequence, noise, config, residue_index, mask)
+
+
+def sampler_compilations() -> int:
+    """Programs the samplers hold: sample_jit's (jax's private counter) and the kept ones'."""
+    size = getattr(sample_jit, "_cache_size", None)
+    return (size() if size else 0) + sum(
+        fn._cache_size() for fn in _KEPT_SAMPLERS.values() if hasattr(fn, "_cache_size"))
 
 
 def sample_with_key(params, sequence, key, config: ModelConfig, num_samples: int = 1, num_steps: int = NUM_SAMPLE_STEPS):
