@@ -1,9 +1,9 @@
-"""Traced programs kept on disk (nanoaf2_jax/exported_programs.py): a program read back computes
+"""Traced programs kept on disk (nanoaf2_jax/compilation/exported_programs.py): a program read back computes
 what `jax.jit` computes, bit for bit; any change of settings, shapes or a damaged file gives a
-fresh trace; with the cache off nothing is kept; and a second `train.py` process reads the train
-step back instead of tracing it, with the losses of a run that never kept anything."""
+fresh trace; with the cache off nothing is kept; the sampler's kept program samples what
+sample_jit samples. (That a later `train.py` process reads the step back, and resumes exactly
+with it, is asserted in tests/test_training.py's kill -9 test.)"""
 
-import json
 from typing import NamedTuple
 
 import jax
@@ -11,9 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import run_train, two_helices
-from nanoaf2_jax import exported_programs
-from nanoaf2_jax.exported_programs import PREFIX, CachedJit, cached_jit
+from nanoaf2_jax.compilation import exported_programs
+from nanoaf2_jax.compilation.exported_programs import PREFIX, CachedJit, cached_jit
 
 
 class _State(NamedTuple):  # a custom pytree node, as the optimiser's state is
@@ -104,27 +103,6 @@ def test_cache_off_is_plain_jit_and_keeps_nothing(tmp_path):
         _assert_identical(fn(*_args()), jax.jit(_update)(*_args()))
     finally:
         exported_programs.set_directory(before)
-
-
-def _losses(out):
-    return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
-def test_a_second_train_py_reads_the_step_back_and_trains_as_the_first(tmp_path):
-    """(That a read-back program computes what jax.jit computes, bit for bit, is the first test;
-    here the trainer's own step, its donation and its trees.)"""
-    data = two_helices(tmp_path / "data")  # 22 and 26 residues: one bucket, one program
-    cache = tmp_path / "cache"
-    args = ["--data-dir", str(data), "--max-steps", "3", "--log-every", "1", "--no-tensorboard"]
-    first = run_train(cache, tmp_path, *args, "--output-dir", str(tmp_path / "first"))
-    assert "(0 read back traced, 1 traced and kept)" in first.stderr
-    kept = _kept(cache)
-    assert len(kept) == 1
-    second = run_train(cache, tmp_path, *args, "--output-dir", str(tmp_path / "second"))
-    assert "(1 read back traced, 0 traced and kept)" in second.stderr
-    assert _kept(cache) == kept
-    assert _losses(tmp_path / "first") == _losses(tmp_path / "second")
-    assert len(_losses(tmp_path / "first")) == 3
 
 
 def test_kept_sampler_samples_what_sample_jit_samples(keep_in):

@@ -17,10 +17,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "nanoaf2_jax"
 
-_BASE = {"geometry", "diffusion", "model", "data"}
+_BASE = {"geometry", "diffusion", "model", "data", "compilation"}
 ALLOWED = {
     # subpackage: the subpackages it may import (besides itself)
     "geometry": set(),
+    "compilation": set(),
     "diffusion": {"geometry"},
     "model": {"geometry", "diffusion"},
     "data": {"geometry"},

@@ -29,7 +29,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from .. import exported_programs
+from ..compilation import exported_programs
 from ..diffusion import se3
 
 ENV_VAR = "NANOAF2_JAX_COMPILATION_CACHE"

@@ -11,8 +11,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .. import exported_programs
-from ..exported_programs import cached_jit
+from ..compilation import exported_programs
+from ..compilation.exported_programs import cached_jit
 from ..model.model_config import ModelConfig
 from ..diffusion.reverse import reverse_diffusion
 from ..diffusion.se3 import from_diffusion_space

@@ -30,7 +30,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from ..exported_programs import cached_jit
+from ..compilation.exported_programs import cached_jit
 from .train_config import ConfigError
 from .train_step import draw_train_noise_for, frozen_loss_fn, loss_totals, train_step
 from .trainable import keep_frozen

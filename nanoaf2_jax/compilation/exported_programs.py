@@ -50,7 +50,7 @@ def directory() -> Path | None:
 @functools.cache
 def source_digest() -> str:
     """sha256 of every .py file of the package (path and bytes, in path order)."""
-    root = Path(__file__).resolve().parent
+    root = Path(__file__).resolve().parents[1]  # nanoaf2_jax/
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
         digest.update(str(path.relative_to(root)).encode())
