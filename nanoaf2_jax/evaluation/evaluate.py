@@ -170,8 +170,6 @@ def residue_pearson(entries: list[dict]) -> float:
     return pearson_r(x, y)
 
 
-
-
 def run(args) -> list[dict]:
     params, config, info = load_model(args.checkpoint, args.preset)
     # The natives are read as the checkpoint's run read its training structures.
@@ -229,9 +227,9 @@ def run(args) -> list[dict]:
                 log(f"[{i + 1}/{len(records)}] {rec.name}: nearest training sequence "
                     f"{entry['nearest_training_identity']:.0%} identical ({entry['nearest_training_sequence']}): "
                     f"{LOW_IDENTITY_NOTE}")
-        compilations = None if compilations is None else sampler_compilations() - compilations
+        compilations = sampler_compilations() - compilations
         log(f"sampled and scored {len(entries)} protein(s) in {time.perf_counter() - start:.1f} s"
-            + ("" if compilations is None else f" with {compilations} compilation(s) of the sampler")
+            + f" with {compilations} compilation(s) of the sampler"
             + ("" if exact else " (one per length bucket)"))
         report = markdown_report(entries, args, checkpoint)
         write_json(stage / "evaluation.json", {
