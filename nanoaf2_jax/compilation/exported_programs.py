@@ -28,6 +28,7 @@ import functools
 import hashlib
 import os
 import pickle
+import threading
 from pathlib import Path
 
 import jax
@@ -85,6 +86,7 @@ class CachedJit:
         self._programs: dict = {}
         self.exported = 0  # programs traced and written by this process
         self.read = 0  # programs read back from the directory
+        self._lock = threading.Lock()  # the trainer prepares its batch shapes in threads
 
     def _signature(self, args):
         leaves, in_tree = jax.tree_util.tree_flatten(args)
@@ -116,7 +118,8 @@ class CachedJit:
             with open(path, "rb") as f:
                 out_tree, blob = pickle.load(f)
             program = _Program(jax.export.deserialize(bytearray(blob)), out_tree, donated)
-            self.read += 1
+            with self._lock:
+                self.read += 1
             return program
         except (OSError, EOFError, ValueError, pickle.UnpicklingError, TypeError, AttributeError):
             pass  # absent or damaged (a writer killed mid-file): export again
@@ -129,7 +132,8 @@ class CachedJit:
 
         specs = [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in avals]
         exported = jax.export.export(jax.jit(flat))(*specs)
-        self.exported += 1
+        with self._lock:
+            self.exported += 1
         tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
         try:
             blob = bytes(exported.serialize())

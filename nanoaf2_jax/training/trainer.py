@@ -18,8 +18,10 @@ import contextlib
 import dataclasses
 import importlib.util
 import logging
+import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jax
@@ -178,9 +180,22 @@ class _Run:
         first appears, steps/s measured from the first step on, and an out-of-memory bucket
         fails now rather than hours in."""
         start = time.perf_counter()
-        for _, length in self.plan.shapes:
+
+        def compile_for(length):
             example = self.parallel.put_batch(self.plan.empty_batch(length))
             self.step_fn.lower(params, opt_state, example, train_key, np.int32(0)).compile()
+
+        lengths = [length for _, length in self.plan.shapes]
+        # XLA compiles, and reads compiled programs back, without the GIL: one thread per core
+        # overlaps the shapes (a warm start spends most of its time reading them back). Runs of
+        # several processes keep the serial order, the same in every process.
+        workers = min(len(lengths), os.cpu_count() or 1) if jax.process_count() == 1 else 1
+        if workers > 1:
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(compile_for, lengths))
+        else:
+            for length in lengths:
+                compile_for(length)
         read = getattr(self.step_fn, "read", None)  # exported_programs.CachedJit's counters
         kept = "" if read is None else (
             f" ({read} read back traced, {self.step_fn.exported} traced and kept)")
