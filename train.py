@@ -128,6 +128,10 @@ _OVERRIDES = [
         ("--plddt-rollout-steps", "plddt_rollout_steps", int,
          "train the pLDDT head on K-step reverse-diffusion rollouts from pure noise, the "
          "structures sampling gives (0: on the one-step prediction, the reference)"),
+        ("--self-conditioning", "self_conditioning", "bool",
+         "the denoiser also reads its previous estimate of the structure (its CA-CA distances "
+         "as an attention bias): each reverse step's prediction in sampling, a detached first "
+         "prediction for half of the training samples (--no-self-conditioning: the reference)"),
     ]),
     ("Fine-tuning (docs/generalisation.md)", [
         ("--init-from", "init_from", str,

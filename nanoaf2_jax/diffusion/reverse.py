@@ -10,12 +10,14 @@ from .se3 import igso3_from_normals, r3_alpha_bar, se3_reverse_step, uniform_rot
 
 
 def reverse_diffusion(denoise, rot_omega, rot_axis, trans_init, trans_steps, rotation_noise: str,
-                      sigma_max, eta=None) -> Rigid:
+                      sigma_max, eta=None, self_conditioning: bool = False) -> Rigid:
     """Frames in the diffusion space after len(trans_steps) + 1 reverse steps.
 
     denoise(frames, t) -> predicted clean frames; rot_omega [N, L], rot_axis and trans_init
     [N, L, 3]: the normals of the t = 1 frames; trans_steps [S - 1, N, L, 3]: one translation
-    normal per step with t_next > 0."""
+    normal per step with t_next > 0. self_conditioning: denoise(frames, t, previous, present)
+    is also given the previous step's predicted translations [N, L, 3] (present [N]: 0 at the
+    first step, which has none, 1 after)."""
     dtype = trans_init.dtype
     num_steps = trans_steps.shape[0] + 1
     # Start at t = 1. The reference: identity frames pushed through its forward marginal at
@@ -27,12 +29,19 @@ def reverse_diffusion(denoise, rot_omega, rot_axis, trans_init, trans_steps, rot
         rots = igso3_from_normals(jnp.asarray(sigma_max, dtype), rot_omega, rot_axis)
     frames = Rigid(rots, jnp.sqrt(1 - r3_alpha_bar(jnp.ones((), dtype))) * trans_init)
     timesteps = jnp.linspace(1.0, 0.0, num_steps + 1, dtype=dtype)
+    previous = ()
+    if self_conditioning:
+        previous = (jnp.zeros_like(trans_init), jnp.zeros(trans_init.shape[:1], dtype))
 
-    def step(frames, inputs):
+    def step(carry, inputs):
+        frames, previous = carry
         t_now, t_next, trans_normal = inputs
-        return se3_reverse_step(frames, denoise(frames, t_now), t_now, t_next, trans_normal, sigma_max,
-                                eta), None
+        pred = denoise(frames, t_now, *previous)
+        if self_conditioning:
+            previous = (pred.trans, jnp.ones_like(previous[1]))
+        return (se3_reverse_step(frames, pred, t_now, t_next, trans_normal, sigma_max, eta), previous), None
 
-    frames, _ = jax.lax.scan(step, frames, (timesteps[:-2], timesteps[1:-1], trans_steps))
+    (frames, previous), _ = jax.lax.scan(step, (frames, previous),
+                                         (timesteps[:-2], timesteps[1:-1], trans_steps))
     # Last step lands on t = 0: take the prediction itself.
-    return denoise(frames, timesteps[-2])
+    return denoise(frames, timesteps[-2], *previous)

@@ -67,11 +67,12 @@ def sample(params, sequence, noise: SampleNoise, config: ModelConfig, residue_in
     # One trunk pass serves all N samples: broadcast its conditioning over the sample axis.
     cond = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n, *x.shape[1:])), cond)
 
-    def denoise(frames, t):
-        return nn_apply(model, params, lambda m: m.denoise(frames, jnp.full((n,), t, dtype), cond))
+    def denoise(frames, t, *previous):
+        return nn_apply(model, params, lambda m: m.denoise(frames, jnp.full((n,), t, dtype), cond, *previous))
 
     frames = reverse_diffusion(denoise, noise.rot_omega, noise.rot_axis, noise.trans_init, noise.trans_steps,
-                               config.rotation_noise, config.rot_sigma_max, config.sampling_eta)
+                               config.rotation_noise, config.rot_sigma_max, config.sampling_eta,
+                               config.self_conditioning)
     # Back to Å; a model of centred structures gives centred samples (exactly, here).
     frames = from_diffusion_space(frames, config.coord_scale)
     if config.center_coords:

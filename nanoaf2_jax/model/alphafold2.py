@@ -23,7 +23,7 @@ class AlphaFold2(nn.Module):
         ]
         self.diffusion_module = DiffusionModule(c.c_s, c.c_z, c.c_atom, c.num_denoise_blocks, c.denoise_heads,
                                                 c.rotation_update, c.translation_update, c.rotation_base,
-                                                c.rotation_head)
+                                                c.rotation_head, c.self_conditioning, 1.0 / c.coord_scale)
         if c.plddt_head == "structure":
             self.confidence_head = StructureConfidenceHead(c.num_plddt_bins)
         else:
@@ -41,8 +41,8 @@ class AlphaFold2(nn.Module):
     def condition(self, single, pair, mask=None) -> Conditioning:
         return self.diffusion_module.condition(single, pair, mask)
 
-    def denoise(self, noisy: Rigid, t, cond: Conditioning) -> Rigid:
-        return self.diffusion_module.denoise(noisy, t, cond)
+    def denoise(self, noisy: Rigid, t, cond: Conditioning, previous=None, present=None) -> Rigid:
+        return self.diffusion_module.denoise(noisy, t, cond, previous, present)
 
     def plddt_logits(self, single, pair=None, ca=None, mask=None):
         """pLDDT logits [B, L, bins]. The structure head also reads pair and the CA atoms (Å) of

@@ -11,11 +11,16 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
+import numpy as np
 
 from .layers import (GELU, LayerNorm, Linear, ReLU, fused_linear, key_mask_bias, run_sequential, softmax,
                      split_heads)
 from ..geometry.rigid import (Rigid, axis_angle_to_rotation, ca_trace_rotations, compose,
                               local_neighbour_vectors, quaternion_update_to_rotation, rotate)
+
+
+# AlphaFold 2's recycling distogram (suppl. 1.10): 15 edges, 16 bins of the CA-CA distance (Å).
+SELF_CONDITION_BIN_EDGES = np.linspace(3.25, 20.75, 15)
 
 
 class Conditioning(NamedTuple):
@@ -107,6 +112,10 @@ class DiffusionModule(nn.Module):
     # features and the CA neighbours in the base frame; the rotation loss then cannot pull the
     # shared features away from the translations).
     rotation_head: str = "output_proj"
+    # ModelConfig.self_conditioning, and Å per unit of the diffusion space (1 / coord_scale),
+    # in which the previous estimate's CA-CA distances are binned.
+    self_conditioning: bool = False
+    angstrom_per_unit: float = 1.0
 
     def setup(self):
         self.frame_proj = Linear(self.c_atom)
@@ -120,6 +129,10 @@ class DiffusionModule(nn.Module):
             self.rotation_mlp = (Linear(self.c_atom // 2), ReLU(), Linear(self.c_atom // 2), ReLU(),
                                  Linear(3, zero_init=True))
             self.rotation_norm = LayerNorm()
+        if self.self_conditioning:
+            # One bias per block and head from the distance bin; no bias term, so "no previous
+            # estimate" (all-zero features) adds exactly nothing.
+            self.self_condition_bias = Linear(self.n_blocks * self.n_heads, use_bias=False, zero_init=True)
 
     def condition(self, single, pair, mask=None) -> Conditioning:
         return Conditioning(
@@ -128,12 +141,32 @@ class DiffusionModule(nn.Module):
             mask,
         )
 
-    def denoise(self, noisy: Rigid, t, cond: Conditioning) -> Rigid:
-        """t: [B]. Predicts a correction (rotation, translation) composed onto a base frame."""
+    def self_condition_biases(self, previous, present) -> tuple:
+        """Per block [B, H, L, L]: the attention bias of the previous clean estimate's CA
+        positions `previous` [B, L, 3] (diffusion space), zero for the rows where `present` [B]
+        is 0."""
+        prev = jax.lax.stop_gradient(previous)
+        diff = prev[:, :, None, :] - prev[:, None, :, :]
+        dist = jnp.sqrt(jnp.sum(diff * diff, axis=-1)) * self.angstrom_per_unit
+        bins = jnp.sum(dist[..., None] > jnp.asarray(SELF_CONDITION_BIN_EDGES, dist.dtype), axis=-1)
+        features = jax.nn.one_hot(bins, len(SELF_CONDITION_BIN_EDGES) + 1, dtype=prev.dtype)
+        features = features * jnp.asarray(present, prev.dtype)[:, None, None, None]
+        bias = self.self_condition_bias(features)  # [B, L, L, blocks · heads]
+        bias = bias.reshape(*bias.shape[:3], self.n_blocks, self.n_heads)
+        return tuple(jnp.transpose(bias[..., i, :], (0, 3, 1, 2)) for i in range(self.n_blocks))
+
+    def denoise(self, noisy: Rigid, t, cond: Conditioning, previous=None, present=None) -> Rigid:
+        """t: [B]. Predicts a correction (rotation, translation) composed onto a base frame.
+        previous [B, L, 3], present [B]: the self-conditioning input (self_conditioning only;
+        None: no previous estimate)."""
         rots_flat = noisy.rots.reshape(*noisy.rots.shape[:-2], 9)
         h = self.frame_proj(jnp.concatenate([rots_flat, noisy.trans], axis=-1)) + cond.single
         time_cond = run_sequential(self.time_mlp, self.time_embed(t))
-        for block, bias in zip(self.blocks, cond.attn_bias):
+        attn_bias = cond.attn_bias
+        if self.self_conditioning and previous is not None:
+            attn_bias = tuple(a + b.astype(a.dtype)
+                              for a, b in zip(attn_bias, self.self_condition_biases(previous, present)))
+        for block, bias in zip(self.blocks, attn_bias):
             h = block.attend(h, bias, time_cond)
         # In the frames' dtype: under mixed precision h is bfloat16, while the frames (and their
         # composition with the update) stay float32.
@@ -162,4 +195,7 @@ class DiffusionModule(nn.Module):
         return Rigid(base @ to_rotation(rot_vec), trans)
 
     def __call__(self, noisy: Rigid, t, single, pair, mask=None) -> Rigid:
-        return self.denoise(noisy, t, self.condition(single, pair, mask))
+        cond = self.condition(single, pair, mask)
+        if self.self_conditioning and self.is_initializing():  # create the bias layer
+            return self.denoise(noisy, t, cond, noisy.trans, jnp.zeros(noisy.trans.shape[:1], noisy.trans.dtype))
+        return self.denoise(noisy, t, cond)

@@ -21,7 +21,7 @@ EXTENSION_FIELDS = ("center_coords", "coord_scale", "rotation_noise", "rot_sigma
                     "plddt_head", "plddt_target", "sampling_eta", "diffusion_multiplicity",
                     "plddt_decoys", "train_t_exponent", "peptide_bond_weight",
                     "peptide_bond_max_t", "peptide_bond_start", "distogram_weight",
-                    "plddt_rollout_steps")
+                    "plddt_rollout_steps", "self_conditioning")
 
 # Fields that shape only the training losses: neither the parameter tree nor what sampling
 # computes. A fine-tuning run (TrainConfig.init_from) takes its recipe's values of these and the
@@ -125,6 +125,14 @@ class ModelConfig:
     # trained on them says "confident" for any sequence. 0: the one-step prediction (the
     # reference's target structure).
     plddt_rollout_steps: int = 0
+    # Self-conditioning (Chen et al. 2022, "Analog Bits"; FrameDiff and FrameFlow use it): the
+    # denoiser also reads its own previous estimate of the clean structure, as a per-head
+    # attention bias from the binned CA-CA distances of that estimate (AlphaFold 2's recycling
+    # distogram bins, 3.25-20.75 Å). Sampling passes each reverse step's prediction to the next;
+    # training passes, for half of the noise samples, a detached first prediction from the same
+    # input, and nothing for the others. The bias layer starts at zero, so an untrained model
+    # computes what it would without. False: no such input, no parameters (the reference).
+    self_conditioning: bool = False
 
     def __post_init__(self):
         for name, allowed in (("rotation_update", ROTATION_UPDATES), ("rotation_noise", ROTATION_NOISES),

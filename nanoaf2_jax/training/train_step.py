@@ -53,10 +53,13 @@ class TrainNoise(NamedTuple):
     frames: FrameNoise  # [B, L] ([B, M, L] with M > 1), [..., 3], [..., 3]
     decoy: DecoyNoise | None = None
     rollout: RolloutNoise | None = None
+    # ModelConfig.self_conditioning: U[0, 1) per noise sample (t's shape); below 0.5 the
+    # denoiser is given its own detached first prediction.
+    self_condition: jnp.ndarray | None = None
 
 
 def draw_train_noise(key, batch_size: int, length: int, dtype=jnp.float32, multiplicity: int = 1,
-                     decoys: bool = False, rollout_steps: int = 0) -> TrainNoise:
+                     decoys: bool = False, rollout_steps: int = 0, self_conditioning: bool = False) -> TrainNoise:
     """multiplicity 1 and no decoys: the draws the reference's distributions make (and the
     same values as before either field existed). Per-row noise keeps the batch axis first, so
     splitting the batch (devices, micro-batches) splits its noise with it."""
@@ -74,14 +77,17 @@ def draw_train_noise(key, batch_size: int, length: int, dtype=jnp.float32, multi
         k = jax.random.split(jax.random.fold_in(key, 2))
         rollout = RolloutNoise(draw_frame_noise(k[0], (batch_size, length), dtype),
                                jax.random.normal(k[1], (rollout_steps - 1, batch_size, length, 3), dtype))
+    self_condition = None
+    if self_conditioning:
+        self_condition = jax.random.uniform(jax.random.fold_in(key, 3), rows, dtype)
     return TrainNoise(jax.random.uniform(k_t, rows, dtype), draw_frame_noise(k_frames, (*rows, length), dtype),
-                      decoy, rollout)
+                      decoy, rollout, self_condition)
 
 
 def draw_train_noise_for(config: ModelConfig, key, batch_size: int, length: int, dtype=jnp.float32) -> TrainNoise:
     """draw_train_noise with the shapes `config` asks for (multiplicity, decoys, rollout)."""
     return draw_train_noise(key, batch_size, length, dtype, config.diffusion_multiplicity, config.plddt_decoys,
-                            config.plddt_rollout_steps)
+                            config.plddt_rollout_steps, config.self_conditioning)
 
 
 def residue_index_of(batch):
@@ -150,11 +156,12 @@ def loss_fn(params, batch, noise: TrainNoise, config: ModelConfig, attention_mas
 
     # Diffusion multiplicity M: row b's M noise samples become rows b·M, ..., b·M + M - 1 of
     # everything after the trunk, which runs once per row.
-    t, frame_noise = noise.t, noise.frames
+    t, frame_noise, self_condition = noise.t, noise.frames, noise.self_condition
     if config.train_t_exponent != 1.0:  # t = u^k: more samples at the small t of the last reverse steps
         t = t ** config.train_t_exponent
     if M > 1:
         t = t.reshape(-1)
+        self_condition = None if self_condition is None else self_condition.reshape(-1)
         frame_noise = jax.tree_util.tree_map(lambda x: x.reshape(-1, *x.shape[2:]), frame_noise)
         res_total, pair_total, bond_total = (None if x is None else M * x
                                              for x in (res_total, pair_total, bond_total))
@@ -169,7 +176,13 @@ def loss_fn(params, batch, noise: TrainNoise, config: ModelConfig, attention_mas
         # The pair-bias logits once per row, repeated for its M samples (M = 1: what
         # diffusion_module(noisy, t, single, pair) computes, operation for operation).
         cond = m.condition(single, pair, model_mask)
-        pred = m.denoise(noisy, t, rep(cond))
+        previous = ()
+        if config.self_conditioning:
+            # Half of the samples see a detached first prediction from the same input, as the
+            # sampler's steps see the previous step's (FrameDiff's, FrameFlow's recipe).
+            first = jax.lax.stop_gradient(m.denoise(noisy, t, rep(cond)).trans)
+            previous = (first, (self_condition < 0.5).astype(first.dtype))
+        pred = m.denoise(noisy, t, rep(cond), *previous)
         pred_a = to_angstrom(pred)
         disto = m.distogram_logits(pair) if config.distogram_weight > 0 else None
         if config.plddt_rollout_steps:
@@ -236,12 +249,12 @@ def _rollout_ca(model, params, cond, noise: RolloutNoise, config: ModelConfig, t
     dtype = noise.trans_steps.dtype
     B = noise.start.trans.shape[0]
 
-    def denoise(frames, t):
-        return nn_apply(model, params, lambda m: m.denoise(frames, jnp.full((B,), t, dtype), cond))
+    def denoise(frames, t, *previous):
+        return nn_apply(model, params, lambda m: m.denoise(frames, jnp.full((B,), t, dtype), cond, *previous))
 
     frames = reverse_diffusion(denoise, noise.start.rot_omega, noise.start.rot_axis, noise.start.trans,
                                noise.trans_steps, config.rotation_noise, config.rot_sigma_max,
-                               config.sampling_eta)
+                               config.sampling_eta, config.self_conditioning)
     return to_angstrom(frames).trans
 
 
