@@ -42,7 +42,7 @@ NEW_FIELDS = ("center_coords", "coord_scale", "rotation_noise", "rot_sigma_max",
               "translation_update", "rotation_base", "rotation_head", "fape_atoms", "plddt_head",
               "plddt_target", "sampling_eta", "diffusion_multiplicity", "plddt_decoys",
               "train_t_exponent", "peptide_bond_weight", "peptide_bond_max_t",
-              "peptide_bond_start", "distogram_weight", "plddt_rollout_steps")
+              "peptide_bond_start", "distogram_weight", "plddt_rollout_steps", "self_conditioning")
 # The tiny architecture with every issue-11 field at the reference's value.
 TINY_REF = dataclasses.replace(MODEL_PRESETS["tiny"], **{f: getattr(ModelConfig(), f) for f in NEW_FIELDS})
 
@@ -76,12 +76,12 @@ def test_fields_are_off_by_default_on_in_the_default_preset_and_fixture_configs_
     values = lambda c: tuple(getattr(c, f) for f in NEW_FIELDS)  # noqa: E731
     assert values(ref) == (False, 1.0, "reference", 1.5, "rodrigues", "local", "noisy",
                            "output_proj", "ca", "single", "ca_distance", None, 1, False, 1.0, 0.0, 1.0, 0.0,
-                           0.0, 0)
+                           0.0, 0, False)
     assert MODEL_PRESETS["reference"] == ref
     assert values(MODEL_PRESETS["default"]) == (True, 0.1, "igso3", 2.0, "quaternion", "global",
                                                 "ca_trace", "output_proj", "ca", "structure",
                                                 "lddt_ca", None, 8, False, 1.0, 0.1, 1.0, 0.8,
-                                                0.0, 0)
+                                                0.0, 0, False)
     assert MODEL_PRESETS["default"].rot_weight == 0.05 and ref.rot_weight == 0.5
     # A config saved before the fields existed (the fixtures' JSON) is the reference's.
     old = {k: v for k, v in ref.to_dict().items() if k not in NEW_FIELDS}
