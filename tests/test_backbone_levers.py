@@ -246,6 +246,31 @@ def test_plddt_calibration_and_pearson():
     assert flat["plddt_error"] == pytest.approx(90 - 100 * np.nanmean(per_res), abs=1e-6)
 
 
+def test_sample_agreement_is_high_where_samples_agree_and_tracks_the_error():
+    from nanoaf2_jax.evaluation.scoring import sample_agreement
+
+    rng = np.random.default_rng(16)
+    native = np.cumsum(rng.normal(size=(30, 3)) * 2.2, axis=0)
+    assert sample_agreement(native[None]) is None  # one sample: nothing to agree with
+    same = sample_agreement(np.stack([native, native + 5.0, native]))  # a shift changes no distance
+    np.testing.assert_allclose(same, 100.0)
+    # Three samples: exact on residues 0-14, scattered by 3 Å elsewhere, each its own way. The
+    # agreement is high on the first half, low on the second, as is each sample's true lDDT-Cα.
+    noise = np.zeros((3, 30, 3))
+    noise[:, 15:] = rng.normal(size=(3, 15, 3)) * 3.0
+    preds = native + noise
+    agreement = sample_agreement(preds)
+    assert agreement.shape == (3, 30)
+    assert agreement[:, :15].mean() > agreement[:, 15:].mean() + 20
+    truth = np.stack([lddt_ca_numpy(p, native)[1] for p in preds])
+    assert pearson_r(agreement.ravel(), truth.ravel()) > 0.8
+    # Sample 0 against samples 1 and 2: the mean of its per-residue lDDT-Cα against each.
+    expected = (lddt_ca_numpy(preds[0], preds[1])[1] + lddt_ca_numpy(preds[0], preds[2])[1]) / 2
+    np.testing.assert_allclose(agreement[0], 100 * expected, atol=1e-9)
+    out = plddt_calibration(truth, preds, native)
+    np.testing.assert_allclose(out["samples"][1]["agreement_per_residue"], agreement[1], atol=0.006)
+
+
 # ---------------------------------------------------------------------------------------------
 # The translation reverse step
 # ---------------------------------------------------------------------------------------------

@@ -111,9 +111,15 @@ def test_evaluate_writes_table_json_and_plots(tmp_path, ckpt, capsys):
             assert s["backbone_rmsd"] >= 0 and 0 <= s["rotation_error_deg"] <= 180
             assert 0 <= s["c_n_within_0.1"] <= 1 and s["c_n_mean"] > 0
         assert p["backbone_rmsd_best"] == min(s["backbone_rmsd"] for s in p["samples"])
+        # Two samples: each one's per-residue agreement with the other, on the 0-100 scale.
+        for s in p["samples"]:
+            scored = [v for v in s["agreement_per_residue"] if v is not None]  # None: no neighbour
+            assert len(s["agreement_per_residue"]) == 12 and scored
+            assert all(0 <= v <= 100 for v in scored)
         assert (out / p["plot"]).read_bytes()[:4] == b"\x89PNG"
         assert p["file"] == f"{p['protein']}_sample{p['best_sample']}.pdb"
     assert f"| helixA | 12 | {proteins['helixA']['ca_rmsd_best']:.2f} |" in md
+    assert -1 <= report["agreement_lddt_pearson_r"] <= 1 and "agreement" in md
 
     # Fold-level scores per sample, best and mean, and the helix baseline per protein.
     for p in proteins.values():

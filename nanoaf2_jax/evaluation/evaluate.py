@@ -155,15 +155,18 @@ def markdown_report(entries: list[dict], args, checkpoint: str) -> str:
         "show the sample with the highest TM-score.",
         "",
         f"Per-residue pLDDT against lDDT-Cα over every residue of every sample: Pearson r = "
-        f"{format_value(residue_pearson(entries), 3)}.",
+        f"{format_value(residue_pearson(entries), 3)}. The samples' agreement (each sample's "
+        f"per-residue lDDT-Cα against the other samples) against lDDT-Cα: Pearson r = "
+        f"{format_value(residue_pearson(entries, 'agreement_per_residue'), 3)} (– with one sample).",
         "",
     ])
 
 
-def residue_pearson(entries: list[dict]) -> float:
-    """Pearson r of per-residue pLDDT with lDDT-Cα, pooled over all samples of all proteins."""
-    pairs = [(p, q) for e in entries for s in e["samples"]
-             for p, q in zip(s["plddt_per_residue"], s["lddt_per_residue"])]
+def residue_pearson(entries: list[dict], confidence: str = "plddt_per_residue") -> float:
+    """Pearson r of a per-residue confidence (pLDDT, or the samples' agreement) with lDDT-Cα,
+    pooled over all samples of all proteins."""
+    pairs = [(p, q) for e in entries for s in e["samples"] if confidence in s
+             for p, q in zip(s[confidence], s["lddt_per_residue"])]
     if not pairs:
         return float("nan")
     x, y = np.asarray(pairs, np.float64).T
@@ -241,6 +244,7 @@ def run(args) -> list[dict]:
             "by_length": bin_summary(entries) if entries else [],
             "sampler_compilations": compilations,
             "plddt_lddt_pearson_r": residue_pearson(entries),
+            "agreement_lddt_pearson_r": residue_pearson(entries, "agreement_per_residue"),
         })
         (stage / "evaluation.md").write_text(report)
         if entries:

@@ -5,6 +5,7 @@ mean over samples, the best sample, and its plot."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -44,17 +45,41 @@ def plddt_calibration(plddt, pred_ca, native_ca) -> dict:
 
     Returns mean_plddt and mean_residue_lddt (both 0-100, over residues and samples),
     plddt_error (their difference) and, per sample, its mean pLDDT and the per-residue pLDDT and
-    lDDT-Cα (0-100; NaN where a residue has no neighbour within 15 Å) under "samples"."""
+    lDDT-Cα (0-100; NaN where a residue has no neighbour within 15 Å) under "samples", and with
+    N ≥ 2 samples each one's agreement with the others (sample_agreement) too."""
     plddt = np.asarray(plddt, np.float64)
     lddt = np.stack([lddt_ca(ca, native_ca)[1] for ca in pred_ca])
     samples = [{"mean_plddt": 100.0 * float(np.mean(p_row)),
                 "plddt_per_residue": [round(100.0 * float(v), 2) for v in p_row],
                 "lddt_per_residue": [round(100.0 * float(v), 2) for v in l_row]}
                for p_row, l_row in zip(plddt, lddt)]
+    agreement = sample_agreement(pred_ca)
+    if agreement is not None:
+        for sample, a_row in zip(samples, agreement):
+            sample["agreement_per_residue"] = [round(float(v), 2) for v in a_row]
     mean_plddt = 100.0 * float(np.mean(plddt))
     mean_lddt = 100.0 * float(np.nanmean(lddt))
     return {"mean_plddt": mean_plddt, "mean_residue_lddt": mean_lddt,
             "plddt_error": mean_plddt - mean_lddt, "samples": samples}
+
+
+def sample_agreement(pred_ca) -> np.ndarray | None:
+    """Per-residue agreement of N ≥ 2 samples [N, L, 3]: for each sample and residue, the mean
+    lDDT-Cα (0-100) of the sample scored against each other sample as the reference, NaN where a
+    residue has no neighbour within 15 Å. Where a model knows a structure, samples from different
+    noise agree; where it guesses, they scatter (the spread of an ensemble as an error estimate).
+    None for a single sample."""
+    pred_ca = np.asarray(pred_ca, np.float64)
+    n = len(pred_ca)
+    if n < 2:
+        return None
+    rows = []
+    for a in range(n):
+        others = np.stack([lddt_ca(pred_ca[a], pred_ca[b])[1] for b in range(n) if b != a])
+        with warnings.catch_warnings():  # a residue with no neighbour in any other sample: NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            rows.append(100.0 * np.nanmean(others, axis=0))
+    return np.stack(rows)
 
 
 def pearson_r(x, y) -> float:
