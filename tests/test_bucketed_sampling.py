@@ -58,3 +58,33 @@ def test_one_compilation_per_bucket():
         assert out["coords_CA"].shape == (1, length, 3)
     assert sampler_compilations() == before + 1
     assert [bucket_length(n) for n in (1, 32, 33, 150, 256, 257)] == [32, 32, 48, 160, 256, 288]
+
+
+@pytest.mark.parametrize("padded", [True, False], ids=["padded", "exact"])
+def test_compile_sampler_prepares_the_program_predict_codes_runs(padded):
+    """The evaluation compiles each bucket's sampler in a thread ahead of its proteins
+    (compile_sampler); the sampling call after it must find that program, not compile its own,
+    and sample what it samples without it."""
+    from jax._src import monitoring
+
+    from nanoaf2_jax.inference.predict import compile_sampler
+
+    compiled = []
+    monitoring.register_event_duration_secs_listener(
+        lambda event, seconds, **kw: compiled.append(seconds)
+        if event == "/jax/core/compile/backend_compile_duration" else None)
+    config = dataclasses.replace(TINY, sampling_eta=0.5)  # a program no other test compiles
+    params = random_params(config, seed=4)
+    length, pad_to = (19, 32) if padded else (32, None)
+    before = len(compiled)
+    compile_sampler(params, config, length, 2, 3, numbered=True, pad_to=pad_to)
+    assert len(compiled) > before  # the listener sees compilations
+    codes = np.random.default_rng(5).integers(0, 20, length)
+    after_compile = len(compiled)
+    out = predict_codes(params, config, codes, (0, 1), 2, 3, residue_index=np.arange(length) + 5,
+                        pad_to=pad_to)
+    assert len(compiled) == after_compile, "predict_codes compiled its sampler again"
+    # The count sees a program this test did not prepare (so the check above can fail).
+    predict_codes(params, config, codes, (0, 1), 3, 3, residue_index=np.arange(length), pad_to=pad_to)
+    assert len(compiled) > after_compile  # 3 samples per call: another program
+    assert out["coords_CA"].shape == (2, length, 3)

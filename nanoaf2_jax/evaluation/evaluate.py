@@ -21,7 +21,9 @@ The command line is cli/evaluate.py; `run(args)` takes its parsed arguments.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
@@ -34,8 +36,8 @@ from ..inference.output import (describe_checkpoint, format_value, log, staged_o
                                 write_samples)
 from ..data.sequence_identity import LOW_IDENTITY, LOW_IDENTITY_NOTE
 from ..inference.predict import native_residue_index as trunk_numbering
-from ..inference.predict import (bucket_length, check_memory, load_model, native_rules,
-                                 predict_codes, record_seed, with_sampling_options)
+from ..inference.predict import (bucket_length, check_memory, compile_sampler, load_model,
+                                 native_rules, predict_codes, record_seed, with_sampling_options)
 from ..inference.records import Record, record_from_protein, unique_names
 from ..inference.sampling import sampler_compilations
 from ..training.training_sequences import training_set_of
@@ -173,6 +175,23 @@ def residue_pearson(entries: list[dict], confidence: str = "plddt_per_residue") 
     return pearson_r(x, y)
 
 
+@contextlib.contextmanager
+def _shut_down_on_exit(executor):
+    """On any exit, an error or Ctrl-C included, the programs not yet started are dropped
+    rather than compiled."""
+    try:
+        yield executor
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _program_key(length: int, pad_to: int | None, numbered: bool) -> tuple:
+    """Which sampler program a protein needs: its padded length under a mask, or its own
+    length unmasked, with or without a residue numbering."""
+    padded = pad_to is not None and pad_to != length
+    return (pad_to if padded else length, padded, numbered)
+
+
 def run(args) -> list[dict]:
     params, config, info = load_model(args.checkpoint, args.preset)
     # The natives are read as the checkpoint's run read its training structures.
@@ -193,9 +212,24 @@ def run(args) -> list[dict]:
     compilations = sampler_compilations()
     start = time.perf_counter()
     entries = []
-    with staged_output(args.out, getattr(args, "overwrite", False)) as stage:
+    pads = [None if exact else bucket_length(rec.length) for rec in records]
+    numbering = [trunk_numbering(protein, file_numbering) for protein in proteins]
+    compiler = ThreadPoolExecutor(1)
+    with staged_output(args.out, getattr(args, "overwrite", False)) as stage, \
+            _shut_down_on_exit(compiler):
+        # One thread compiles (or reads back) each program ahead, in the order the proteins
+        # need them, while this one samples and scores: XLA compiles without the GIL, and the
+        # scoring and plots are single-threaded Python.
+        programs = {}
+        for rec, pad_to, index in zip(records, pads, numbering):
+            key = _program_key(rec.length, pad_to, index is not None)
+            if key not in programs:
+                programs[key] = compiler.submit(compile_sampler, params, config, rec.length,
+                                                args.num_samples, args.steps,
+                                                numbered=index is not None, pad_to=pad_to)
         for i, (rec, protein) in enumerate(zip(records, proteins)):
-            pad_to = None if exact else bucket_length(rec.length)
+            pad_to = pads[i]
+            programs[_program_key(rec.length, pad_to, numbering[i] is not None)].result()
             log(f"[{i + 1}/{len(records)}] {rec.name}: {rec.length} residues"
                 f"{f' (bucket {pad_to})' if pad_to else ''}, "
                 f"{args.num_samples} sample(s) x {args.steps} steps ...")
@@ -205,7 +239,7 @@ def run(args) -> list[dict]:
                 params, config, rec, protein.coords_CA, record_seed(args.seed, i), args.num_samples,
                 args.steps, native_backbone=(protein.coords_N, protein.coords_CA, protein.coords_C),
                 native_residue_index=protein.residue_index, pad_to=pad_to,
-                residue_index=trunk_numbering(protein, file_numbering),
+                residue_index=numbering[i],
                 expected_lddt=None if prior is None else prior.expected(full_identity))
             entry["helix"] = helix_scores(protein.coords_CA, protein.residue_index)
             if nearest is not None:

@@ -30,7 +30,7 @@ from . import memory
 from ..data.batching import padded_length
 from ..model.model_config import ModelConfig
 from .records import InputError
-from .sampling import NUM_SAMPLE_STEPS, SampleNoise, sampler_for
+from .sampling import NUM_SAMPLE_STEPS, SampleNoise, sample_jit, sampler_for
 
 # Sampling length buckets: one compilation per edge. Finer than training's above 96 residues,
 # where the trunk's O(L^3) work makes padding cost more than the extra compilations.
@@ -199,6 +199,17 @@ def predict_chunks(params, config: ModelConfig, codes, seed, num_samples: int,
     pad_to: sample the sequence padded to this length under a residue mask (bucket_length), so
     that sequences of many lengths share one compilation; the samples are those of the exact
     length up to float rounding, drawn from the same noise."""
+    length = int(np.shape(codes)[0])
+    sampler = sampler_for(config)
+    for first, kept, args in _sampler_calls(params, codes, seed, num_samples, num_steps, per_call,
+                                            residue_index, pad_to):
+        result = sampler(*args)
+        yield first, {k: np.asarray(result[k][:kept])[:, :length] for k in _KEYS}
+
+
+def _sampler_calls(params, codes, seed, num_samples, num_steps, per_call, residue_index, pad_to):
+    """(first sample, samples kept, the sampler's arguments) of each chunk: the sequence padded
+    to pad_to under a mask, its numbering, the noise of the chunk's samples."""
     codes = np.asarray(codes, np.int32)
     length = int(codes.shape[0])
     if pad_to is not None and pad_to < length:
@@ -215,13 +226,29 @@ def predict_chunks(params, config: ModelConfig, codes, seed, num_samples: int,
         codes = np.concatenate([codes, np.zeros(pad_to - length, np.int32)])
     if residue_index is not None:
         residue_index = jnp.asarray(residue_index, jnp.int32)
-    sampler = sampler_for(config)
     for first, kept in plan:
         noise = draw_noise(seed, size, length, num_steps, params_dtype(params), first=first)
         if padded:
             noise = pad_noise(noise, pad_to)
-        result = sampler(params, jnp.asarray(codes), noise, residue_index, mask)
-        yield first, {k: np.asarray(result[k][:kept])[:, :length] for k in _KEYS}
+        yield first, kept, (params, jnp.asarray(codes), noise, residue_index, mask)
+
+
+def compile_sampler(params, config: ModelConfig, length: int, num_samples: int,
+                    num_steps: int = NUM_SAMPLE_STEPS, per_call: int | None = None,
+                    numbered: bool = False, pad_to: int | None = None) -> None:
+    """Compile (or read back from the caches) the program that predict_codes runs for a
+    sequence of this length with these options, without sampling; numbered: a residue_index
+    is passed. Safe in a thread beside sampling with other programs: XLA compiles without
+    Python's GIL, so an evaluation compiles its next length bucket while it scores."""
+    residue_index = np.arange(length) if numbered else None
+    _, _, args = next(_sampler_calls(params, np.zeros(length, np.int32), (0, 0), num_samples,
+                                     num_steps, per_call, residue_index, pad_to))
+    sampler = sampler_for(config)
+    if hasattr(sampler, "lower"):  # a kept program (exported_programs.CachedJit)
+        sampler.lower(*args).compile()
+    else:
+        params_, sequence, noise, residue_index, mask = args
+        sample_jit.lower(params_, sequence, noise, config, residue_index, mask).compile()
 
 
 def predict_codes(params, config: ModelConfig, codes, seed, num_samples: int,
