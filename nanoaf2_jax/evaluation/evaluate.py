@@ -36,8 +36,9 @@ from ..inference.output import (describe_checkpoint, format_value, log, staged_o
                                 write_samples)
 from ..data.sequence_identity import LOW_IDENTITY, LOW_IDENTITY_NOTE
 from ..inference.predict import native_residue_index as trunk_numbering
-from ..inference.predict import (bucket_length, check_memory, compile_sampler, load_model,
-                                 native_rules, predict_codes, record_seed, with_sampling_options)
+from ..inference.predict import (bucket_length, check_memory, compile_sampler, is_padded,
+                                 load_model, native_rules, predict_codes, record_seed,
+                                 with_sampling_options)
 from ..inference.records import Record, record_from_protein, unique_names
 from ..inference.sampling import sampler_compilations
 from ..training.training_sequences import training_set_of
@@ -188,7 +189,7 @@ def _shut_down_on_exit(executor):
 def _program_key(length: int, pad_to: int | None, numbered: bool) -> tuple:
     """Which sampler program a protein needs: its padded length under a mask, or its own
     length unmasked, with or without a residue numbering."""
-    padded = pad_to is not None and pad_to != length
+    padded = is_padded(length, pad_to)
     return (pad_to if padded else length, padded, numbered)
 
 

@@ -207,6 +207,12 @@ def predict_chunks(params, config: ModelConfig, codes, seed, num_samples: int,
         yield first, {k: np.asarray(result[k][:kept])[:, :length] for k in _KEYS}
 
 
+def is_padded(length: int, pad_to: int | None) -> bool:
+    """Whether a sequence of this length is sampled padded under a residue mask (a different
+    program from the unmasked one of its own length)."""
+    return pad_to is not None and pad_to != length
+
+
 def _sampler_calls(params, codes, seed, num_samples, num_steps, per_call, residue_index, pad_to):
     """(first sample, samples kept, the sampler's arguments) of each chunk: the sequence padded
     to pad_to under a mask, its numbering, the noise of the chunk's samples."""
@@ -214,7 +220,7 @@ def _sampler_calls(params, codes, seed, num_samples, num_steps, per_call, residu
     length = int(codes.shape[0])
     if pad_to is not None and pad_to < length:
         raise ValueError(f"cannot pad {length} residues to {pad_to}")
-    padded = pad_to is not None and pad_to != length
+    padded = is_padded(length, pad_to)
     plan = chunk_plan(num_samples, per_call or num_samples)
     size = plan[0][1]
     mask = None
