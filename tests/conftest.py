@@ -7,10 +7,17 @@ import pytest
 
 # Most of the suite's time is XLA:CPU compiling small programs (tiny models, fixtures of a few
 # residues), not running them. Without LLVM's optimisation passes compilation is ~35% faster
-# (the golden parity check of small.npz: 27 s against 43 s); the code XLA emits still computes
-# the same operations, so every tolerance holds (the parity tests check it). Set before any test
-# module imports jax; subprocesses (the CLIs, the checker, jax.distributed) inherit it.
-TEST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+# (the golden parity check of small.npz: 27 s against 43 s). At that level XLA's older loop
+# emitters compile fusions with ~40% less CPU than its MLIR fusion emitters (the small fixture's
+# train step: 4.4 s against 7.3 s of compile CPU) and one codegen thread per program wastes none
+# on splitting while the two test workers already fill both cores; the programs run ~35% slower,
+# which tiny shapes do not feel (the suite: 687 s -> 473 s, 2026-12-07, docs/benchmarks.md).
+# Only for the tests: at the CLIs' default level the fusion emitters compile faster. The code XLA
+# emits computes the same operations, so every tolerance holds (the parity tests check it; the
+# golden margins are unchanged). Set before any test module imports jax; subprocesses (the CLIs,
+# the checker, jax.distributed) inherit it.
+TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+                  " --xla_cpu_use_fusion_emitters=false --xla_cpu_parallel_codegen_split_count=1")
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
 
 # JAX's persistent compilation cache (nanoaf2_jax/cli/compilation_cache.py) for the whole run:
