@@ -35,6 +35,9 @@ _OVERRIDES = [
         ("--weight-decay", "weight_decay", float, "AdamW weight decay"),
         ("--warmup-steps", "warmup_steps", int, "linear warmup from 0 over this many steps"),
         ("--grad-clip", "grad_clip", float, "clip the global gradient norm to this"),
+        ("--ema-decay", "ema_decay", "optional_float",
+         "evaluate, export and sample with an exponential moving average of the weights at "
+         "this decay (AlphaFold 2: 0.999); 'none': the raw weights"),
         ("--seed", "seed", int, "seeds the weights, the noise and the data order"),
     ]),
     ("Data and padding", [

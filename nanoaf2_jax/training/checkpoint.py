@@ -31,6 +31,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from . import manifest as checksums
+from .ema import averaged_params
 from .write_errors import quiet_orbax, remove_partial_saves, write_failure
 
 from ..model.model_config import ModelConfig, model_preset
@@ -42,6 +43,9 @@ CHECKPOINT_SUBDIR = "checkpoints"
 QUARANTINE_SUBDIR = "incomplete_checkpoints"
 FORMAT = "nanoaf2-jax-train-checkpoint/1"
 _ITEMS = ("params", "opt_state", "meta")
+# Written beside them when the run keeps an EMA of its weights (ema.py): the weights inference
+# loads. Resuming reads the EMA from opt_state; this copy spares inference the optimiser state.
+_EMA_ITEM = "ema_params"
 _COMMIT_FILE = "commit_success.txt"  # orbax's marker of a finalised save
 _STEP_METADATA_FILE = "_CHECKPOINT_METADATA"
 _STATE_DICT_SUFFIXES = (".pt", ".pth", ".npz")
@@ -201,12 +205,14 @@ class TrainCheckpointer:
         directory) leaves no temporary directory and raises WriteFailure: one line."""
         meta = dict(meta, format=FORMAT, step=step)
         last = self.latest_step()
+        items = dict(params=ocp.args.StandardSave(params), opt_state=ocp.args.StandardSave(opt_state),
+                     meta=ocp.args.JsonSave(meta))
+        ema = averaged_params(opt_state)
+        if ema is not None:
+            items[_EMA_ITEM] = ocp.args.StandardSave(ema)
         try:
             with quiet_orbax():
-                self.manager.save(step, args=ocp.args.Composite(
-                    params=ocp.args.StandardSave(params),
-                    opt_state=ocp.args.StandardSave(opt_state),
-                    meta=ocp.args.JsonSave(meta)))
+                self.manager.save(step, args=ocp.args.Composite(**items))
                 self.manager.wait_until_finished()
             if jax.process_index() == 0:
                 checksums.write(self.step_dir(step))
@@ -317,20 +323,23 @@ def init_params_from(path, params_like):
 
 
 def _load_step_params(step_dir: Path):
-    verify(step_dir, items=("params", "meta"))
+    """The step's weights for sampling: the EMA of a run that keeps one, else the weights."""
+    item = _EMA_ITEM if (step_dir / _EMA_ITEM).is_dir() else "params"
+    verify(step_dir, items=(item, "meta"))
     meta = read_meta(step_dir)
     config = ModelConfig.from_dict(meta["config"]["model"])
     target = template_params(config)
     try:
         with quiet_orbax():
             restored = ocp.Checkpointer(ocp.CompositeCheckpointHandler()).restore(
-                step_dir.absolute(), args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))
+                step_dir.absolute(), args=ocp.args.Composite(**{item: ocp.args.StandardRestore(target)}))
     except Exception as err:  # noqa: BLE001 - tensorstore raises bare Exceptions
         raise CorruptCheckpoint(
             f"{step_dir}: cannot restore the parameters: {_first_line(err)}") from err
     info = {"source": str(step_dir), "kind": "checkpoint", "step": meta["step"],
-            "epoch": meta.get("epoch"), "train_config": meta["config"]}
-    return restored.params, config, info
+            "epoch": meta.get("epoch"), "train_config": meta["config"],
+            "weights": "ema" if item == _EMA_ITEM else "raw"}
+    return restored[item], config, info
 
 
 def _candidate_steps(path: Path) -> list[Path]:

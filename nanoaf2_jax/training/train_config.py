@@ -41,6 +41,9 @@ class Optimisation:
     weight_decay: float = 0.01  # torch.optim.AdamW's default, which the reference relies on
     warmup_steps: int = 10
     grad_clip: float = 1.0
+    # Sample with an exponential moving average of the weights at this decay (ema.py;
+    # AlphaFold 2: 0.999). None: the raw weights (the reference).
+    ema_decay: float | None = None
 
     def optim_config(self, total_steps: int) -> OptimConfig:
         """The optimiser for a run of `total_steps` steps (the cosine decays to 0 at its end)."""
@@ -180,6 +183,8 @@ class TrainConfig:
         opt = self.optimisation
         if not opt.lr > 0 or opt.weight_decay < 0 or opt.warmup_steps < 0 or not opt.grad_clip > 0:
             raise ConfigError(f"invalid optimisation settings: {opt}")
+        if opt.ema_decay is not None and not 0 < opt.ema_decay < 1:
+            raise ConfigError(f"ema_decay must be None (off) or in (0, 1), got {opt.ema_decay!r}")
         try:
             ids = tuple(validate_pdb_id(i) for i in self.pdb_ids)
         except ValueError as err:

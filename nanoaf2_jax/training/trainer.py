@@ -39,6 +39,7 @@ from .mixed_precision import compute_dtype_of
 from .parallel import DataParallel, make_parallel_train_step
 from .run_state import RunState
 from .train_config import TrainConfig, TrainingError
+from .ema import sampling_params, with_params_ema
 from .train_step import lr_schedule, make_optimizer
 from .trainable import restrict
 from .write_errors import write_failure
@@ -101,13 +102,15 @@ class _Run:
         self.stop_step = self.total_steps if options.max_steps is None else min(
             self.total_steps, options.max_steps)
         optim = config.optimisation.optim_config(self.total_steps)
-        self.optimizer = restrict(make_optimizer(optim), config.trainable)
+        self.optimizer = with_params_ema(restrict(make_optimizer(optim), config.trainable),
+                                         config.optimisation.ema_decay)
         self.step_fn = make_parallel_train_step(
             config.model, self.optimizer, self.parallel, attention_mask=config.attention_mask,
             grad_accum=config.grad_accum, compute_dtype=compute_dtype_of(config.precision),
             donate=True, total_steps=self.total_steps, trainable=config.trainable,
             cache_key=repr((config.model, optim, config.attention_mask, config.grad_accum,
-                            config.precision, self.total_steps, config.trainable)))
+                            config.precision, self.total_steps, config.trainable,
+                            config.optimisation.ema_decay)))
         self.state = RunState(config, self.optimizer, self.fingerprint, self.spe, self.total_steps,
                               self.out, log, parallel=self.parallel)
         # Only the first process writes logs, metrics and the exported model; every process
@@ -161,7 +164,7 @@ class _Run:
             getattr(self.plan, "close", lambda: None)()  # Grain's threads or processes
         final = None
         if step >= self.total_steps and self.primary:
-            final = self.export(params)
+            final = self.export(sampling_params(params, opt_state))
         else:
             log.info("stopped at step %d of %d (--max-steps); continue with --resume", step,
                      self.total_steps)
@@ -236,12 +239,12 @@ class _Run:
                                 loader_state=getattr(self.plan, "iterator_state", lambda: None)())
             if (at_epoch_end and cfg.eval_every_epochs and (step // self.spe) % cfg.eval_every_epochs == 0) \
                     or _every(step, cfg.eval_every_steps):
-                self.evaluate(params, step, metrics_log, bar)
+                self.evaluate(sampling_params(params, opt_state), step, metrics_log, bar)
         self.metrics.fetch(metrics_log, bar, self.state.last_checkpoint)
         return params, opt_state, step
 
     def evaluate(self, params, step, metrics_log, bar):
-        """Sample and score with the current weights; the record goes beside the step metrics."""
+        """Sample and score with the current weights (their EMA, when kept); the record goes beside the step metrics."""
         evaluator = self.options.evaluator
         if evaluator is None or not self.primary:
             return
