@@ -1,6 +1,7 @@
 """Recompute a golden fixture's outputs with the port: geometry, each recorded module alone,
 losses, gradients, optimiser steps and the full sampling run. Used by parity.py."""
 
+import functools
 import re
 
 import jax
@@ -15,7 +16,7 @@ from ..model.losses import fape, frame_loss
 from ..model.alphafold2 import AlphaFold2
 from ..inference.sampling import SampleNoise, sample_jit
 from ..diffusion.se3 import FrameNoise
-from ..training.train_step import OptimConfig, TrainNoise, loss_fn, make_optimizer, make_train_step
+from ..training.train_step import OptimConfig, TrainNoise, loss_fn, make_optimizer, train_step
 
 
 def compute_all(fx) -> dict:
@@ -26,10 +27,13 @@ def compute_all(fx) -> dict:
     out = {}
     out.update(geometry(fx))
     out.update(activations(fx, config, params))
-    if "loss/loss" in fx.keys or any(k.startswith("grad/") for k in fx.keys):
-        out.update(loss_and_grads(fx, config, params))
+    wants_grads = "loss/loss" in fx.keys or any(k.startswith("grad/") for k in fx.keys)
     if "train/losses" in fx.keys:
-        out.update(optimiser_steps(fx, config, params))
+        # One compiled train step gives the recorded gradients (its first call, on noise/) and
+        # the optimiser steps: the backward pass compiles once, not twice.
+        out.update(optimiser_steps(fx, config, params, with_loss_and_grads=wants_grads))
+    elif wants_grads:
+        out.update(loss_and_grads(fx, config, params))
     if "sample/coords_CA" in fx.keys:
         out.update(sampling(fx, config, params))
     return {k: np.asarray(v) for k, v in out.items()}
@@ -156,17 +160,24 @@ def _train_noise(fx, prefix, index=None):
     return TrainNoise(get("t"), FrameNoise(get("rot_omega"), get("rot_axis"), get("trans")))
 
 
+def _loss_and_grad_keys(metrics, grads) -> dict:
+    out = {f"loss/{k}": v for k, v in metrics.items() if k != "grad_norm"}
+    out.update({f"grad/{k}": v for k, v in params_to_state_dict(grads).items()})
+    return out
+
+
 def loss_and_grads(fx, config, params) -> dict:
     batch = _batch(fx)
     noise = _train_noise(fx, "noise/")
     grad_fn = jax.jit(jax.grad(lambda p: loss_fn(p, batch, noise, config), has_aux=True))
     grads, metrics = grad_fn(params)
-    out = {f"loss/{k}": v for k, v in metrics.items()}
-    out.update({f"grad/{k}": v for k, v in params_to_state_dict(grads).items()})
-    return out
+    return _loss_and_grad_keys(metrics, grads)
 
 
-def optimiser_steps(fx, config, params) -> dict:
+def optimiser_steps(fx, config, params, with_loss_and_grads=False) -> dict:
+    """train/*: the recorded optimiser steps through the train step of training; with
+    `with_loss_and_grads` also loss/* and grad/*, from that step's first call on noise/ (the
+    same loss_fn and jax.grad as loss_and_grads, so the same numbers)."""
     batch = _batch(fx)
     # Settings are stored as float32 (0.003 -> 0.0030000000261); the reference ran with the
     # decimal value, which is the shortest decimal that rounds to the stored float32.
@@ -177,13 +188,17 @@ def optimiser_steps(fx, config, params) -> dict:
         grad_clip=scalar("grad_clip"),
     )
     optimizer = make_optimizer(opt_cfg)
-    step = make_train_step(config, optimizer, donate=False)
+    step = jax.jit(functools.partial(train_step, config=config, optimizer=optimizer, return_grads=True))
     opt_state = optimizer.init(params)
+    out = {}
+    if with_loss_and_grads:
+        _, _, metrics, grads = step(params, opt_state, batch, _train_noise(fx, "noise/"))
+        out.update(_loss_and_grad_keys(metrics, grads))
     losses = []
     for i in range(fx.z["train/noise/t"].shape[0]):
-        params, opt_state, metrics = step(params, opt_state, batch, _train_noise(fx, "train/noise/", i))
+        params, opt_state, metrics, _ = step(params, opt_state, batch, _train_noise(fx, "train/noise/", i))
         losses.append(metrics["loss"])
-    out = {"train/losses": jnp.stack(losses)}
+    out["train/losses"] = jnp.stack(losses)
     out.update({f"train/param/{k}": v for k, v in params_to_state_dict(params).items()})
     return out
 

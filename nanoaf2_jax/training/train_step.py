@@ -356,15 +356,19 @@ def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
 
 
 def train_step(params, opt_state, batch, noise: TrainNoise, *, config, optimizer, attention_mask=False,
-               compute_dtype=None, progress=None, trainable="all"):
+               compute_dtype=None, progress=None, trainable="all", return_grads=False):
     """One optimiser step. Returns (params, opt_state, metrics incl. the pre-clip grad norm).
     progress: see loss_fn. trainable: trainable.py's choice (the optimiser must be restricted
-    to it); the frozen parameters come back as the very arrays given."""
+    to it); the frozen parameters come back as the very arrays given. return_grads: also the
+    gradients, a fourth output (the parity checker reads the recorded gradients and the
+    optimiser steps off one compiled program, not two)."""
     grads, metrics = jax.grad(frozen_loss_fn(trainable), has_aux=True)(
         params, batch, noise, config, attention_mask, None, compute_dtype, progress)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     new_params = keep_frozen(optax.apply_updates(params, updates), params, trainable)
     metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+    if return_grads:
+        return new_params, opt_state, metrics, grads
     return new_params, opt_state, metrics
 
 
