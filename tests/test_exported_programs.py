@@ -124,3 +124,37 @@ def test_kept_sampler_samples_what_sample_jit_samples(keep_in):
     again = sampler_for(config)
     _assert_identical(again(params, codes, noise, None, mask), want)
     assert (kept.exported, again.exported, again.read) == (1, 0, 1)
+
+
+def test_kept_initial_state_is_the_jitted_one_and_is_read_back(keep_in, tmp_path, monkeypatch):
+    """A fresh run's weights and optimiser state (run_state.RunState.initial_state) come from a
+    kept program when the trainer gives a key: the same arrays as jax.jit's, and a later run
+    reads the program back instead of tracing the model's initialisation."""
+    import logging
+
+    from configs import get_preset
+    from nanoaf2_jax.training.ema import with_params_ema
+    from nanoaf2_jax.training.run_state import RunState
+    from nanoaf2_jax.training.train_step import OptimConfig, make_optimizer
+
+    config = get_preset("tiny").override(ema_decay=0.9)  # the EMA's state too
+    optimizer = with_params_ema(make_optimizer(OptimConfig()), 0.9)
+
+    def initial(name, key):
+        state = RunState(config, optimizer, [], 1, 1, tmp_path / name, logging.getLogger("t"),
+                         program_key=key)
+        try:
+            return state.initial_state(resume=False)[:2]
+        finally:
+            state.close()
+
+    want = initial("plain", None)
+    assert not [n for n in _kept(keep_in) if "initial-state" in n]
+    _assert_identical(initial("kept", "key"), want)
+    assert len([n for n in _kept(keep_in) if "initial-state" in n]) == 1
+
+    def no_tracing(*args, **kwargs):
+        raise AssertionError("traced again instead of reading the kept program back")
+
+    monkeypatch.setattr(jax.export, "export", no_tracing)
+    _assert_identical(initial("again", "key"), want)

@@ -12,6 +12,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from ..compilation.exported_programs import cached_jit
 from ..model.alphafold2 import init_params
 from .checkpoint import (CorruptCheckpoint, TrainCheckpointer, checkpoints_dir, init_params_from,
                          read_meta, scan, set_aside, verify)
@@ -67,11 +68,15 @@ class RunState:
     """Where a run starts (step 0 or its latest checkpoint) and each checkpoint it saves."""
 
     def __init__(self, config: TrainConfig, optimizer, fingerprint: list, steps_per_epoch: int,
-                 total_steps: int, out: Path, log, parallel=None):
+                 total_steps: int, out: Path, log, parallel=None, program_key: str | None = None):
         self.config, self.optimizer, self.log = config, optimizer, log
         # parallel.DataParallel: params and optimiser state are created (or restored) replicated
         # over its mesh; None: on the default device.
         self.parallel = parallel
+        # The initial state's program is kept traced under this key (the train step's, which
+        # names the model, the optimiser and the EMA), so a fresh run traces no initialisation
+        # where an earlier one kept it; None: plain jax.jit.
+        self.program_key = program_key
         self.fingerprint = fingerprint
         self.spe, self.total_steps = steps_per_epoch, total_steps
         self.out = out
@@ -105,7 +110,11 @@ class RunState:
                 self.log.warning("training only %s of freshly initialised weights: the frozen rest "
                                  "stays random (pass --init-from a trained run)", self.config.trainable)
             # One compiled call: op-by-op initialisation compiles every op separately (slower).
-            params, opt_state = jax.jit(init, out_shardings=replicated)(init_key)
+            if self.program_key is None:
+                params, opt_state = jax.jit(init, out_shardings=replicated)(init_key)
+            else:
+                params, opt_state = cached_jit(init, "initial-state", self.program_key,
+                                               out_shardings=replicated)(init_key)
             return params, opt_state, train_key, rng, 0
         if latest is None:
             raise TrainingError(f"{self.out}: no complete checkpoint to resume from")

@@ -104,15 +104,18 @@ class _Run:
         optim = config.optimisation.optim_config(self.total_steps)
         self.optimizer = with_params_ema(restrict(make_optimizer(optim), config.trainable),
                                          config.optimisation.ema_decay)
+        # Everything the step's and the initial state's programs depend on besides the code and
+        # the arguments' shapes (exported_programs.py keeps them under this key).
+        program_key = repr((config.model, optim, config.attention_mask, config.grad_accum,
+                            config.precision, self.total_steps, config.trainable,
+                            config.optimisation.ema_decay))
         self.step_fn = make_parallel_train_step(
             config.model, self.optimizer, self.parallel, attention_mask=config.attention_mask,
             grad_accum=config.grad_accum, compute_dtype=compute_dtype_of(config.precision),
             donate=True, total_steps=self.total_steps, trainable=config.trainable,
-            cache_key=repr((config.model, optim, config.attention_mask, config.grad_accum,
-                            config.precision, self.total_steps, config.trainable,
-                            config.optimisation.ema_decay)))
+            cache_key=program_key)
         self.state = RunState(config, self.optimizer, self.fingerprint, self.spe, self.total_steps,
-                              self.out, log, parallel=self.parallel)
+                              self.out, log, parallel=self.parallel, program_key=program_key)
         # Only the first process writes logs, metrics and the exported model; every process
         # takes part in the steps and in orbax's checkpoints.
         self.primary = jax.process_index() == 0
