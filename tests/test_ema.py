@@ -10,6 +10,7 @@ import optax
 import pytest
 
 from helpers import helix
+from nanoaf2_jax.inference.output import describe_checkpoint
 from nanoaf2_jax.model.convert import load_state_dict, params_to_state_dict
 from nanoaf2_jax.training.ema import EmaState, averaged_params, sampling_params, with_params_ema
 
@@ -85,6 +86,7 @@ def test_a_run_keeps_the_average_checkpoints_and_exports_it_and_resumes_it_exact
         np.testing.assert_array_equal(e, o)
     params, _, info = load_for_inference(tmp_path / "run")
     assert info["weights"] == "ema"
+    assert describe_checkpoint(tmp_path / "run", info).endswith("step 4, EMA weights)")  # files' headers
     for got, want in zip(_leaves(params), _leaves(last.ema_params)):
         np.testing.assert_array_equal(got, want)
     exported = load_state_dict(result.final_model)

@@ -88,6 +88,8 @@ def describe_checkpoint(path, info: dict) -> str:
     details = [str(source)] if source and os.path.abspath(str(source)) != os.path.abspath(str(path)) else []
     if step is not None:
         details.append(f"step {step}")
+    if info.get("weights") == "ema":  # the run kept an average of its weights (training/ema.py)
+        details.append("EMA weights")
     if info.get("preset") and info.get("kind") == "state_dict":
         details.append(f"preset {info['preset']}")
     return f"{path} ({', '.join(details)})" if details else str(path)
