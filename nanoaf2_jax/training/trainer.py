@@ -247,7 +247,8 @@ class _Run:
         return params, opt_state, step
 
     def evaluate(self, params, step, metrics_log, bar):
-        """Sample and score with the current weights (their EMA, when kept); the record goes beside the step metrics."""
+        """Sample and score with the current weights (their EMA, when kept); the record goes
+        beside the step metrics."""
         evaluator = self.options.evaluator
         if evaluator is None or not self.primary:
             return
