@@ -17,7 +17,8 @@ from nanoaf2_jax.geometry.virtual_cb import virtual_cb
 from nanoaf2_jax.inference.sampling import SampleNoise, sample
 from nanoaf2_jax.model.alphafold2 import AlphaFold2, init_params
 from nanoaf2_jax.model.convert import layers_beyond_reference
-from nanoaf2_jax.model.distogram import NUM_DISTOGRAM_BINS, distogram_loss, distogram_targets
+from nanoaf2_jax.inference.predict import predict_codes
+from nanoaf2_jax.model.distogram import DISTOGRAM_EDGES, NUM_DISTOGRAM_BINS, distogram_loss, distogram_targets
 from nanoaf2_jax.model.model_config import MODEL_PRESETS
 from nanoaf2_jax.training.train_config import ConfigError
 from nanoaf2_jax.training.train_step import _rollout_ca, draw_train_noise_for, loss_fn, nn_apply
@@ -161,3 +162,23 @@ def test_mid_epoch_checkpoints_keep_the_data_order_and_resume_exactly(tmp_path, 
     for a, b in zip(got, want):
         for key in ("loss", "fape_loss", "grad_norm", "lr", "epoch"):
             np.testing.assert_allclose(a[key], b[key], rtol=1e-6, err_msg=f"step {a['step']} {key}")
+
+
+def test_sampler_returns_the_trunks_contact_map_only_with_a_distogram_head():
+    """evaluate scores the trunk's contacts (the distogram head's P(CB-CB < 8 Å)) beside the
+    sampled structure's: the map comes with the samples, one per sequence, padding cut away."""
+    config = dataclasses.replace(TINY, distogram_weight=0.3)
+    params = init_params(config, jax.random.PRNGKey(6))
+    L = 10
+    codes = np.arange(L, dtype=np.int32) % 20
+    logits = nn_apply(AlphaFold2(config), params, lambda m: m.distogram_logits(
+        m.trunk(jnp.asarray(codes)[None], jnp.arange(L)[None])[1]))[0]
+    probs = np.asarray(jax.nn.softmax(logits, axis=-1))
+    ends_under_8 = np.append(np.asarray(DISTOGRAM_EDGES) <= 8.0, False)  # bin k ends at edge k; the last is open
+    expected = probs[..., ends_under_8].sum(-1)
+    for pad_to in (None, 16):
+        got = predict_codes(params, config, codes, (0, 0), 2, 3, pad_to=pad_to)["contact_probability"]
+        assert got.shape == (L, L)
+        np.testing.assert_allclose(got, expected, atol=2e-5)
+    no_head = init_params(TINY, jax.random.PRNGKey(6))
+    assert "contact_probability" not in predict_codes(no_head, TINY, codes, (0, 0), 1, 3)

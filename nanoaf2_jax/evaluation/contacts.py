@@ -37,10 +37,32 @@ def top_long_range_precision(pred_ca, native_ca, fraction: float = 0.2,
     pred, native = np.asarray(pred_ca, np.float64), np.asarray(native_ca, np.float64)
     if pred.shape != native.shape:
         raise ValueError(f"expected two [L, 3] arrays of equal shape, got {pred.shape} and {native.shape}")
+    return _precision_of_ranking(-_pair_distances(pred), native, fraction, min_separation, cutoff)
+
+
+def top_long_range_precision_of_map(contact_probability, native_ca, fraction: float = 0.2,
+                                    min_separation: int = MIN_SEPARATION,
+                                    cutoff: float = CONTACT_CUTOFF) -> float:
+    """The same precision for a predicted contact map [L, L] (e.g. the distogram head's
+    P(CB-CB < 8 Å)), its most probable long-range pairs first: what the trunk knows of the
+    fold, beside what the sampled structure shows of it."""
+    prob, native = np.asarray(contact_probability, np.float64), np.asarray(native_ca, np.float64)
+    if prob.shape != (len(native), len(native)):
+        raise ValueError(f"expected an [L, L] map for L = {len(native)}, got {prob.shape}")
+    return _precision_of_ranking(prob, native, fraction, min_separation, cutoff)
+
+
+def _pair_distances(ca):
+    return np.linalg.norm(ca[:, None, :] - ca[None, :, :], axis=-1)
+
+
+def _precision_of_ranking(score, native, fraction, min_separation, cutoff) -> float:
+    """Share of native contacts among the top ⌊fraction · L⌋ long-range pairs by score [L, L]
+    (highest first, ties by position); NaN if the native has no long-range contact."""
     i, j = _long_range_pairs(len(native), min_separation)
     native_contact = np.linalg.norm(native[i] - native[j], axis=-1) < cutoff
     if not native_contact.any():
         return float("nan")
     top = max(1, int(fraction * len(native)))
-    order = np.argsort(np.linalg.norm(pred[i] - pred[j], axis=-1), kind="stable")[:top]
+    order = np.argsort(-score[i, j], kind="stable")[:top]
     return float(np.mean(native_contact[order]))

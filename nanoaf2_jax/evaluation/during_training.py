@@ -21,14 +21,19 @@ import numpy as np
 from ..data.structures import Protein, load_dataset
 from ..inference.predict import bucket_length, predict_codes
 from ..inference.records import safe_name
+from .contacts import top_long_range_precision_of_map
 from .scoring import score_prediction
 
 _LOG = logging.getLogger("nanoaf2_jax.train")
 CURVES_FILE = "training_curves.png"
 # Scores per protein in the record, and their means per protein set. Q3 and long-range contact
 # precision say whether a fold (not only a shape near the mean) is being learned; the precision
-# is left out for a protein without native long-range contacts (NaN).
-_KEYS = ("ca_rmsd", "tm_score", "lddt", "backbone_rmsd", "q3", "long_range_precision")
+# is left out for a protein without native long-range contacts (NaN). The radius of gyration
+# over the native's shows a model sampling crop-sized blobs; with a distogram head, the trunk's
+# own contact precision shows what it knows beside what the structure shows.
+_KEYS = ("ca_rmsd", "tm_score", "lddt", "backbone_rmsd", "q3", "long_range_precision", "rg_ratio",
+         "trunk_long_range_precision")
+_MAY_BE_NAN = ("long_range_precision", "trunk_long_range_precision")
 
 
 class TrainingEvaluator:
@@ -55,8 +60,11 @@ class TrainingEvaluator:
                 native = (protein.coords_N, protein.coords_CA, protein.coords_C)
                 pred = (result["coords_N"][0], result["coords_CA"][0], result["coords_C"][0])
                 scores = score_prediction(pred[1], protein.coords_CA, pred, native, protein.residue_index)
+                if "contact_probability" in result:
+                    scores["trunk_long_range_precision"] = top_long_range_precision_of_map(
+                        result["contact_probability"], protein.coords_CA)
                 for key in _KEYS:
-                    if key != "long_range_precision" or math.isfinite(scores[key]):
+                    if key in scores and (key not in _MAY_BE_NAN or math.isfinite(scores[key])):
                         record[f"eval/{set_name}/{safe_name(protein.name, f'protein{index}')}/{key}"] = float(scores[key])
                         per_score[key].append(float(scores[key]))
             for key, values in per_score.items():

@@ -42,6 +42,7 @@ from ..inference.predict import (bucket_length, check_memory, compile_sampler, i
 from ..inference.records import Record, record_from_protein, unique_names
 from ..inference.sampling import sampler_compilations
 from ..training.training_sequences import training_set_of
+from .contacts import top_long_range_precision_of_map
 from .length_bins import bin_summary, bin_table, helix_scores
 from .scoring import (best_and_mean, best_sample, pearson_r, plddt_calibration, sample_backbone,
                       score_prediction, write_plot)
@@ -66,6 +67,8 @@ COLUMNS = [
     ("Q3 mean", "q3_mean", 2),
     ("long-range P@L/5 best", "long_range_precision_best", 2),
     ("long-range P@L/5 mean", "long_range_precision_mean", 2),
+    ("trunk's long-range P@L/5 (distogram)", "trunk_long_range_precision", 2),
+    ("Rg / native Rg mean", "rg_ratio_mean", 2),
     ("nearest training identity", "nearest_training_identity", 2),
 ]
 
@@ -98,6 +101,9 @@ def evaluate_record(params, config, record: Record, native_ca, seed, num_samples
         **best_and_mean(scores),
         **calibration,
     }
+    if "contact_probability" in result:  # what the trunk knows of the contacts (distogram head)
+        entry["trunk_long_range_precision"] = top_long_range_precision_of_map(
+            result["contact_probability"], native_ca)
     if expected_lddt is not None:
         entry.update(identity_prior_lddt=expected_lddt,
                      mean_plddt_head=100.0 * float(np.mean(result["plddt_head"])))

@@ -15,7 +15,7 @@ BIN_EDGES = (100, 150, 200)  # bins: < 100, 100-149, 150-199, >= 200 residues
 # (header, key): per protein, the mean over its samples; the helix has one "sample".
 SUMMARY_SCORES = (("TM-score", "tm_score"), ("lDDT-Cα", "lddt"), ("Q3", "q3"),
                   ("top-L/5 long-range contact precision", "long_range_precision"),
-                  ("CA-RMSD (Å)", "ca_rmsd"))
+                  ("CA-RMSD (Å)", "ca_rmsd"), ("Rg / native Rg", "rg_ratio"))
 
 
 def helix_scores(native_ca, native_residue_index=None) -> dict:

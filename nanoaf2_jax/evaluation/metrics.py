@@ -192,6 +192,12 @@ def tm_superposition(pred, native, mask=None, L_target=None):
     return _tm_search(pred, native, length_norm)
 
 
+def radius_of_gyration(ca) -> float:
+    """Root-mean-square distance (Å) of the CA atoms [L, 3] from their centroid."""
+    ca = np.asarray(ca, np.float64)
+    return float(np.sqrt(np.mean(np.sum((ca - ca.mean(axis=0)) ** 2, axis=-1))))
+
+
 def lddt_ca(pred, native, mask=None, cutoff=15.0, thresholds=(0.5, 1.0, 2.0, 4.0)):
     """lDDT on CA atoms (no stereochemistry checks), AlphaFold / OpenStructure convention.
 

@@ -11,13 +11,14 @@ import numpy as np
 
 from .backbone_metrics import backbone_scores
 from .contacts import top_long_range_precision
-from .metrics import ca_rmsd, lddt_ca, tm_score
+from .metrics import ca_rmsd, lddt_ca, radius_of_gyration, tm_score
 from .secondary_structure import q3
 
-SCORE_KEYS = ("ca_rmsd", "tm_score", "lddt", "q3", "long_range_precision")
+SCORE_KEYS = ("ca_rmsd", "tm_score", "lddt", "q3", "long_range_precision", "rg_ratio")
 BACKBONE_KEYS = ("backbone_rmsd", "rotation_error_deg", "c_n_within_0.1", "ca_ca_within_0.1")
 # Which direction is better, to pick the best sample per score.
 _BEST = {"ca_rmsd": min, "tm_score": max, "lddt": max, "q3": max, "long_range_precision": max,
+         "rg_ratio": lambda values: min(values, key=lambda v: abs(math.log(v)) if v > 0 else math.inf),
          "backbone_rmsd": min,
          "rotation_error_deg": min, "c_n_within_0.1": max, "ca_ca_within_0.1": max}
 
@@ -26,7 +27,9 @@ def score_prediction(pred_ca, native_ca, pred_backbone=None, native_backbone=Non
                      native_residue_index=None) -> dict:
     """CA-RMSD after Kabsch superposition, TM-score normalised by the native length, CA lDDT,
     Q3 of P-SEA states (native_residue_index marks the native's chain breaks), precision of the
-    top L/5 long-range contacts (NaN if the native has none); with both backbones (N, CA, C)
+    top L/5 long-range contacts (NaN if the native has none), and the radius of gyration over
+    the native's (rg_ratio: a model that has not learned a fold tends to a compact blob of the
+    size of its training crops, whatever the chain's length); with both backbones (N, CA, C)
     also backbone_metrics.backbone_scores."""
     scores = {
         "ca_rmsd": ca_rmsd(pred_ca, native_ca),
@@ -34,6 +37,7 @@ def score_prediction(pred_ca, native_ca, pred_backbone=None, native_backbone=Non
         "lddt": lddt_ca(pred_ca, native_ca)[0],
         "q3": q3(pred_ca, native_ca, native_residue_index),
         "long_range_precision": top_long_range_precision(pred_ca, native_ca),
+        "rg_ratio": radius_of_gyration(pred_ca) / max(radius_of_gyration(native_ca), 1e-9),
     }
     if pred_backbone is not None and native_backbone is not None:
         scores.update(backbone_scores(pred_backbone, native_backbone))

@@ -204,7 +204,10 @@ def predict_chunks(params, config: ModelConfig, codes, seed, num_samples: int,
     for first, kept, args in _sampler_calls(params, codes, seed, num_samples, num_steps, per_call,
                                             residue_index, pad_to):
         result = sampler(*args)
-        yield first, {k: np.asarray(result[k][:kept])[:, :length] for k in _KEYS}
+        out = {k: np.asarray(result[k][:kept])[:, :length] for k in _KEYS}
+        if "contact_probability" in result:  # one per sequence, not per sample
+            out["contact_probability"] = np.asarray(result["contact_probability"])[:length, :length]
+        yield first, out
 
 
 def is_padded(length: int, pad_to: int | None) -> bool:
@@ -262,7 +265,11 @@ def predict_codes(params, config: ModelConfig, codes, seed, num_samples: int,
                   residue_index=None, pad_to: int | None = None) -> dict:
     """All N samples of one sequence (in chunks of per_call, default one call). Returns numpy
     arrays: coords_N/CA/C [N, L, 3] and plddt [N, L] in [0, 1] (with the reference's
-    sequence-only head every row is the same). pad_to: see predict_chunks."""
+    sequence-only head every row is the same), and for a model with a distogram head the
+    trunk's contact_probability [L, L]. pad_to: see predict_chunks."""
     parts = [r for _, r in predict_chunks(params, config, codes, seed, num_samples, num_steps,
                                           per_call, residue_index, pad_to)]
-    return {k: np.concatenate([p[k] for p in parts]) for k in _KEYS}
+    out = {k: np.concatenate([p[k] for p in parts]) for k in _KEYS}
+    if "contact_probability" in parts[0]:
+        out["contact_probability"] = parts[0]["contact_probability"]
+    return out

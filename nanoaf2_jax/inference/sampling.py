@@ -18,6 +18,7 @@ from ..diffusion.reverse import reverse_diffusion
 from ..diffusion.se3 import from_diffusion_space
 from ..model.losses import plddt_from_logits
 from ..model.alphafold2 import AlphaFold2
+from ..model.distogram import contact_probability
 from ..geometry.rigid import Rigid, backbone_from_frames, masked_centroid
 from ..training.train_step import nn_apply
 
@@ -44,7 +45,8 @@ def draw_sample_noise(key, num_samples: int, length: int, num_steps: int = NUM_S
 
 def sample(params, sequence, noise: SampleNoise, config: ModelConfig, residue_index=None, mask=None):
     """Sequence [L] -> dict of frames_rots [N, L, 3, 3], frames_trans, coords_N/CA/C [N, L, 3],
-    plddt [N, L] (the same row for every sample with the reference's sequence-only head). The number of steps is the leading size of noise.trans_steps plus one.
+    plddt [N, L] (the same row for every sample with the reference's sequence-only head), and
+    for a model with a distogram head the trunk's contact_probability [L, L] (one per sequence). The number of steps is the leading size of noise.trans_steps plus one.
     residue_index [L]: the residue numbering the trunk sees (a model trained with
     --file-numbering sees chain breaks as gaps); default 0..L-1, as the reference.
 
@@ -61,9 +63,10 @@ def sample(params, sequence, noise: SampleNoise, config: ModelConfig, residue_in
 
     def trunk(m):
         single, pair = m.trunk(seq, residue_index, batch_mask)
-        return single, pair, m.condition(single, pair, batch_mask)
+        contacts = contact_probability(m.distogram_logits(pair))[0] if config.distogram_weight > 0 else None
+        return single, pair, m.condition(single, pair, batch_mask), contacts
 
-    single, pair, cond = nn_apply(model, params, trunk)
+    single, pair, cond, contacts = nn_apply(model, params, trunk)
     # One trunk pass serves all N samples: broadcast its conditioning over the sample axis.
     cond = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n, *x.shape[1:])), cond)
 
@@ -84,7 +87,9 @@ def sample(params, sequence, noise: SampleNoise, config: ModelConfig, residue_in
         logits = nn_apply(model, params, lambda m: m.plddt_logits(single, pair, coords_CA, batch_mask))
     else:
         logits = jnp.broadcast_to(nn_apply(model, params, lambda m: m.plddt_logits(single)), (n, L, config.num_plddt_bins))
+    extra = {} if contacts is None else {"contact_probability": contacts}
     return {
+        **extra,
         "frames_rots": frames.rots,
         "frames_trans": frames.trans,
         "coords_N": coords_N,

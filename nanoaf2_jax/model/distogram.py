@@ -31,6 +31,17 @@ class DistogramHead(nn.Module):
         return logits + jnp.swapaxes(logits, 1, 2)
 
 
+# CASP's contact: residues whose CB atoms are closer than 8 Å.
+CONTACT_DISTANCE = 8.0
+
+
+def contact_probability(logits, cutoff: float = CONTACT_DISTANCE):
+    """P(CB-CB < cutoff) [..., L, L] from distogram logits [..., L, L, bins]: the mass of the
+    bins that end at or under the cutoff (for 8 Å: under 7.94 Å, the bins being 0.31 Å wide)."""
+    below = sum(edge <= cutoff for edge in DISTOGRAM_EDGES)
+    return jnp.sum(jax.nn.softmax(logits, axis=-1)[..., :below], axis=-1)
+
+
 def distogram_targets(n, ca, c):
     """Bin index [B, L, L] of every CB-CB distance (Å) of the backbone N, CA, C [B, L, 3]."""
     cb = virtual_cb(n, ca, c)
