@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .metrics import distance_map
+
 MIN_SEPARATION = 24
 CONTACT_CUTOFF = 8.0  # Å, CA-CA
 
@@ -37,7 +39,7 @@ def top_long_range_precision(pred_ca, native_ca, fraction: float = 0.2,
     pred, native = np.asarray(pred_ca, np.float64), np.asarray(native_ca, np.float64)
     if pred.shape != native.shape:
         raise ValueError(f"expected two [L, 3] arrays of equal shape, got {pred.shape} and {native.shape}")
-    return _precision_of_ranking(-_pair_distances(pred), native, fraction, min_separation, cutoff)
+    return _precision_of_ranking(-distance_map(pred), native, fraction, min_separation, cutoff)
 
 
 def top_long_range_precision_of_map(contact_probability, native_ca, fraction: float = 0.2,
@@ -50,10 +52,6 @@ def top_long_range_precision_of_map(contact_probability, native_ca, fraction: fl
     if prob.shape != (len(native), len(native)):
         raise ValueError(f"expected an [L, L] map for L = {len(native)}, got {prob.shape}")
     return _precision_of_ranking(prob, native, fraction, min_separation, cutoff)
-
-
-def _pair_distances(ca):
-    return np.linalg.norm(ca[:, None, :] - ca[None, :, :], axis=-1)
 
 
 def _precision_of_ranking(score, native, fraction, min_separation, cutoff) -> float:
