@@ -107,3 +107,31 @@ def test_calibrate_preset_and_the_mix_fields_validate():
     tiny = get_preset("tiny").model
     merged = checkpoint_model_with(tiny, calibrate.model)
     assert merged.c_s == tiny.c_s and merged.plddt_rollout_steps == calibrate.model.plddt_rollout_steps
+
+
+def test_one_directory_mix_is_an_epoch_of_that_many_of_its_chains(tmp_path):
+    """data_mix with one data directory (the `chains_calibrate` recipe): each epoch a new seeded
+    subset of that many chains, each once; given the prepared cache as the directory too."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(5):
+        write_pdb(data / f"H{i}.pdb", helix(22 + 2 * i, seed=i, name=f"H{i}"))
+    config = get_preset("tiny").override(data_dir=str(data), data_mix=(3,), output_dir=str(tmp_path / "out"))
+    plan = training_data(config, RunOptions(), logging.getLogger("test")).plan
+    assert plan.steps_per_epoch == 3 and "3 of the 5 chains" in plan.describe()
+    epochs = [sorted(int(i) for batch in plan.epoch_batches(e) for i in batch) for e in range(4)]
+    assert all(len(set(drawn)) == 3 for drawn in epochs) and len({tuple(d) for d in epochs}) > 1
+    # The cache the first run prepared, given as the data directory, mixes the same way.
+    cached = config.override(data_dir=str(tmp_path / "out" / "data_cache"), output_dir=str(tmp_path / "out2"))
+    again = training_data(cached, RunOptions(), logging.getLogger("test")).plan
+    assert again.steps_per_epoch == 3 and [sorted(map(int, np.concatenate(again.epoch_batches(e))))
+                                           for e in range(4)] == epochs
+
+
+def test_chains_calibrate_preset_fine_tunes_the_head_at_full_length():
+    recipe, chains = get_preset("chains_calibrate"), get_preset("chains")
+    assert recipe.trainable == "plddt_head" and recipe.init_from == chains.output_dir
+    assert recipe.crop_size > chains.crop_size and max(recipe.buckets) == recipe.crop_size
+    assert recipe.data_dirs == ("../shared/data/chains/train",) and len(recipe.data_mix) == 1
+    assert recipe.model.plddt_rollout_steps == chains.model.plddt_rollout_steps
+    assert TrainConfig.from_json(recipe.to_json()) == recipe

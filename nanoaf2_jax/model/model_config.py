@@ -227,6 +227,10 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
     # per step. (A run takes the model of its --init-from checkpoint and only these training
     # fields from here; a state_dict it exports samples as `default`'s would.)
     "calibrate": dataclasses.replace(DEFAULT_LEVERS, plddt_rollout_steps=10, diffusion_multiplicity=1),
+    # The `chains` model's pLDDT head fine-tuned alone on whole chains (configs.py
+    # `chains_calibrate`): chains' architecture, one trunk sample per step.
+    "chains_calibrate": dataclasses.replace(DEFAULT_LEVERS, distogram_weight=0.3, plddt_rollout_steps=10,
+                                            diffusion_multiplicity=1),
     # Small enough that a CPU step takes milliseconds: smoke runs and tests.
     "tiny": dataclasses.replace(DEFAULT_LEVERS, c_s=32, c_z=16, c_atom=32, num_pairformer_blocks=1,
                                 num_denoise_blocks=1, denoise_heads=4, diffusion_multiplicity=1),

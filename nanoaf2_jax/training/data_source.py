@@ -89,7 +89,9 @@ def _mix(config: TrainConfig, cache: Cache):
     roots = [Path(d).absolute() for d in config.data_dirs]
     parts = []
     for directory, root, count in zip(config.data_dirs, roots, config.data_mix):
-        indices = [i for i, e in enumerate(cache.entries) if Path(e.source).is_relative_to(root)]
+        # One directory (or a prepared cache given as the data directory): all of its chains.
+        indices = [i for i, e in enumerate(cache.entries)
+                   if len(roots) == 1 or Path(e.source).is_relative_to(root)]
         parts.append((directory, np.asarray(indices, np.int64), count))
     return parts
 

@@ -98,10 +98,10 @@ class TrainConfig:
     # cache `python -m nanoaf2_jax.prepare` made there (loader 'grain'). Several directories (a
     # tuple; loader 'grain') are prepared into one cache and mixed as data_mix says.
     data_dir: str | tuple[str, ...] | None = None
-    # With several data directories: how many chains each gives per epoch, in their order. A
-    # directory with fewer chains repeats them (each as often, +-1), one with more gives a seeded
-    # new subset each epoch, so a few proteins are not drowned by thousands of chains. None: every
-    # chain once per epoch, whichever directory it is in.
+    # How many chains each data directory gives per epoch, in their order. A directory with fewer
+    # chains repeats them (each as often, +-1), one with more gives a seeded new subset each
+    # epoch, so a few proteins are not drowned by thousands of chains (with one directory: an
+    # epoch of that many of its chains). None: every chain once per epoch, whichever directory.
     data_mix: tuple[int, ...] | None = None
     output_dir: str = "outputs/default"
     # -- The data pipeline (docs/data.md). The defaults here are the reference's behaviour, so
@@ -231,9 +231,9 @@ class TrainConfig:
             mix = tuple(self.data_mix)
             if any(not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in mix):
                 raise ConfigError(f"data_mix must be positive integers, got {self.data_mix!r}")
-            if len(mix) != len(dirs) or len(dirs) < 2:
+            if len(mix) != len(dirs) or not dirs:
                 raise ConfigError(f"data_mix gives {len(mix)} count(s) for {len(dirs)} data "
-                                  "directories: one per directory, for two or more")
+                                  "directories: one per directory (with one, its chains per epoch)")
             object.__setattr__(self, "data_mix", mix)
 
     @property
