@@ -122,7 +122,7 @@ _CALIBRATE = TrainConfig(
 # |pLDDT - 100 lDDT-Cα| 1.8 -> 1.6 (on 50 of them, 400 steps at 192 residues: r 0.474, the same
 # 400 steps on 64-residue crops 0.442). On the short `pdb_extra` domains it does worse (r 0.50 ->
 # 0.40, gap 2.7 -> 5.4). One trunk sample per step: the one-step losses train nothing here.
-# ~20 minutes alone on the 2-core CPU (34 beside other work).
+# 34 minutes beside other work on the 2-core CPU (~22 alone, estimated from 0.92 steps/s).
 _CHAINS_CALIBRATE = TrainConfig(
     model=MODEL_PRESETS["chains_calibrate"],
     optimisation=Optimisation(lr=1e-3, warmup_steps=20),
