@@ -47,8 +47,9 @@ _OVERRIDES = [
          "--download-dir. Given several times (loader grain): every directory, mixed as "
          "--data-mix says"),
         ("--data-mix", "data_mix", "counts",
-         "with several --data-dir: chains per epoch from each, in their order (fewer chains are "
-         "repeated, more give a new seeded subset each epoch); 'none': every chain once"),
+         "chains per epoch from each --data-dir, in their order (fewer chains are repeated, more "
+         "give a new seeded subset each epoch; with one directory, an epoch of that many of its "
+         "chains); 'none': every chain once"),
         ("--pdb-ids", "pdb_ids", "ids", "PDB IDs to train on, comma-separated"),
         ("--min-length", "min_length", int, "drop proteins shorter than this"),
         ("--max-length", "max_length", int,
