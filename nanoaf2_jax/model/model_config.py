@@ -206,6 +206,11 @@ DEFAULT_LEVERS = ModelConfig(center_coords=True, coord_scale=0.1, rotation_noise
 # The architecture of each training preset in the repository's configs.py, by the preset's name.
 # A bare state_dict (.pt/.npz) carries no config, so loading one for inference takes its model
 # from here (`--preset NAME`); the package itself never imports configs.py.
+# The many-chain recipe's model (configs.py `chains`): default's diffusion, plus AlphaFold 2's
+# distogram loss (weight 0.3, as in AlphaFold 2 beside its FAPE of the same scale as ours) and a
+# pLDDT head trained on 10-step rollouts, the structures sampling gives.
+CHAINS_LEVERS = dataclasses.replace(DEFAULT_LEVERS, distogram_weight=0.3, plddt_rollout_steps=10)
+
 MODEL_PRESETS: dict[str, ModelConfig] = {
     "reference": ModelConfig(),
     # Translations centred and in units of 10 Å, exact IGSO3 rotation noise to σ = 2, the
@@ -218,10 +223,7 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
     # time), and for the last 20% of the run a peptide-bond term (weight 0.1) that makes the
     # C(i)-N(i+1) bonds exact. docs/accuracy.md has the ablations.
     "default": DEFAULT_LEVERS,
-    # The many-chain recipe (configs.py `chains`): default's diffusion, plus AlphaFold 2's
-    # distogram loss (weight 0.3, as in AlphaFold 2 beside its FAPE of the same scale as ours)
-    # and a pLDDT head trained on 10-step rollouts, the structures sampling gives.
-    "chains": dataclasses.replace(DEFAULT_LEVERS, distogram_weight=0.3, plddt_rollout_steps=10),
+    "chains": CHAINS_LEVERS,
     # The pLDDT head of a trained `default` model fine-tuned alone (configs.py `calibrate`):
     # default's architecture and sampling; its head trained on 10-step rollouts, one trunk sample
     # per step. (A run takes the model of its --init-from checkpoint and only these training
@@ -229,8 +231,7 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
     "calibrate": dataclasses.replace(DEFAULT_LEVERS, plddt_rollout_steps=10, diffusion_multiplicity=1),
     # The `chains` model's pLDDT head fine-tuned alone on whole chains (configs.py
     # `chains_calibrate`): chains' architecture, one trunk sample per step.
-    "chains_calibrate": dataclasses.replace(DEFAULT_LEVERS, distogram_weight=0.3, plddt_rollout_steps=10,
-                                            diffusion_multiplicity=1),
+    "chains_calibrate": dataclasses.replace(CHAINS_LEVERS, diffusion_multiplicity=1),
     # Small enough that a CPU step takes milliseconds: smoke runs and tests.
     "tiny": dataclasses.replace(DEFAULT_LEVERS, c_s=32, c_z=16, c_atom=32, num_pairformer_blocks=1,
                                 num_denoise_blocks=1, denoise_heads=4, diffusion_multiplicity=1),
